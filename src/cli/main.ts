@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+// The `plinth` command: one sub-command per stage of a foundation model's life.
+import { Command } from 'commander';
+import { PlinthError } from '../errors.js';
+import { registerDemoCommand } from './demo.js';
+import { registerTokenizerCommands } from './tokenizer.js';
+
+const program = new Command();
+program
+  .name('plinth')
+  .description('Foundation models end to end: tensors, tokenizers, training, alignment, serving.')
+  .version('0.1.0');
+
+registerDemoCommand(program);
+registerTokenizerCommands(program);
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof PlinthError) {
+    console.error(`plinth: ${e.message}`);
+    process.exit(1);
+  }
+  throw e;
+});

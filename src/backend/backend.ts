@@ -62,6 +62,7 @@ export interface Backend {
   /**
    * out = op(a, b) over `shape` (the broadcast output shape, out contiguous), where element
    * (i0..ik) of a is a[Σ ij * aStrides[j]] and likewise for b (stride 0 on broadcast dims).
+   * out may alias a (or b) when that operand is contiguous with exactly out's shape (in-place add).
    */
   binary(op: BinaryOp, a: FloatArray, aStrides: number[], b: FloatArray, bStrides: number[], out: FloatArray, shape: number[]): void;
   /** out = cond != 0 ? a : b over `shape`, with broadcasting strides as in `binary`. cond is any dtype. */

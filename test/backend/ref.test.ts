@@ -181,6 +181,17 @@ describe('forward kernels with known values', () => {
     assert.deepEqual([...out], [3.5, 4, 3.5, 5, 3.5, 6]);
   });
 
+  test('binary and unary write in place over a same-shaped operand', () => {
+    const a = new Float64Array([1, 2, 3, 4, 5, 6]);
+    R.binary('add', a, [3, 1], new Float64Array([10, 20, 30]), [0, 1], a, [2, 3]);
+    assert.deepEqual([...a], [11, 22, 33, 14, 25, 36]);
+    const b = new Float64Array([2, 4, 8, 16, 32, 64]);
+    R.binary('div', new Float64Array([64]), [0, 0], b, [3, 1], b, [2, 3]);
+    assert.deepEqual([...b], [32, 16, 8, 4, 2, 1]);
+    R.unary('square', b, b, 6, 0, 0);
+    assert.deepEqual([...b], [1024, 256, 64, 16, 4, 1]);
+  });
+
   test('where selects with a broadcast condition of any dtype', () => {
     const cond = new Uint8Array([1, 0]);
     const a = new Float32Array([1, 2, 3, 4]);

@@ -90,34 +90,20 @@ function nanFromF32Bits(bits: number, fmt: Half): number {
   return sign | infBits | (1 << (fmt.mantBits - 1)) | payload;
 }
 
-/** f16 bit pattern of x, round-to-nearest-even. */
-export function f16FromNumber(x: number): number {
-  return encodeHalf(x, F16);
-}
-/** bf16 bit pattern of x, round-to-nearest-even. */
-export function bf16FromNumber(x: number): number {
-  return encodeHalf(x, BF16);
-}
-export function numberFromF16(bits: number): number {
-  return decodeHalf(bits, F16);
-}
-export function numberFromBf16(bits: number): number {
-  return decodeHalf(bits, BF16);
-}
-
 /**
  * Element-type conversion of n elements, any pair of dtypes: each element is read as an exact
  * number, then written with the target's rounding (f16/bf16: nearest even; f32: nearest even;
  * i32/u8: truncation toward zero).
  */
 export function cast(src: AnyArray, from: KernelDType, dst: AnyArray, to: KernelDType, n: number): void {
-  const srcBits = src instanceof Float32Array ? new Uint32Array(src.buffer, src.byteOffset, n) : null;
+  const toHalf = to === 'f16' || to === 'bf16';
+  const srcBits = toHalf && src instanceof Float32Array ? new Uint32Array(src.buffer, src.byteOffset, n) : null;
   for (let i = 0; i < n; i++) {
     let x: number;
-    if (from === 'f16') x = numberFromF16(src[i]);
-    else if (from === 'bf16') x = numberFromBf16(src[i]);
+    if (from === 'f16') x = decodeHalf(src[i], F16);
+    else if (from === 'bf16') x = decodeHalf(src[i], BF16);
     else x = src[i];
-    if (to === 'f16' || to === 'bf16') {
+    if (toHalf) {
       const fmt = to === 'f16' ? F16 : BF16;
       dst[i] = Number.isNaN(x) && srcBits ? nanFromF32Bits(srcBits[i], fmt) : encodeHalf(x, fmt);
     } else if (to === 'i32' || to === 'u8') {

@@ -16,6 +16,7 @@ export function attention(q: FloatArray, k: FloatArray, v: FloatArray, out: Floa
   scale: number, causal: boolean, qOffset: number): void {
   const groupSize = H / KVH;
   const scores = new Float64Array(Tk);
+  const probs = new Float64Array(Tk);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
       const kh = Math.floor(h / groupSize);
@@ -36,13 +37,11 @@ export function attention(q: FloatArray, k: FloatArray, v: FloatArray, out: Floa
         for (let j = 0; j < n; j++) sum += Math.exp(scores[j] - max);
         const l = max + Math.log(sum); // −Infinity for a row that sees no key
         lse[row] = l;
+        for (let j = 0; j < n; j++) probs[j] = Math.exp(scores[j] - l);
         for (let d = 0; d < D; d++) {
           let acc = 0;
-          for (let j = 0; j < n; j++) {
-            const vo = ((b * KVH + kh) * Tk + j) * D;
-            acc += Math.exp(scores[j] - l) * v[vo + d];
-          }
-          out[qo + d] = n > 0 ? acc : 0;
+          for (let j = 0; j < n; j++) acc += probs[j] * v[((b * KVH + kh) * Tk + j) * D + d];
+          out[qo + d] = acc;
         }
       }
     }

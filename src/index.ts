@@ -1,0 +1,5 @@
+// Plinth's public API: `import * as pl from 'plinth'`.
+export * from './tensor/index.js';
+export { setBackend, getBackend, availableBackends, numThreads, setNumThreads, type BackendName } from './backend/index.js';
+export * from './errors.js';
+export * from './train/index.js';

@@ -1,0 +1,120 @@
+// Reverse-mode automatic differentiation: every op that produces a tensor from inputs that require
+// grad records a GradFn (the inputs and a backward closure); `backward()` walks them in reverse
+// topological order, summing gradients that reach a tensor along several paths.
+import { GradError } from '../errors.js';
+import type { Tensor } from './tensor.js';
+
+/** The record an op leaves on its output: which inputs it read, and how to map the output's
+ *  gradient to theirs (null for an input that needs none). Backward closures run under noGrad. */
+export interface GradFn {
+  readonly name: string;
+  readonly inputs: readonly Tensor[];
+  backward(grad: Tensor): (Tensor | null)[];
+}
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn with gradient recording off (no graph is built; results do not require grad). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Whether an op on these inputs must record its gradient. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t && t.requiresGrad) return true;
+  return false;
+}
+
+/** Marks `out` as produced by an op with the given backward. Returns out. */
+export function record(out: Tensor, name: string, inputs: Tensor[], backward: (grad: Tensor) => (Tensor | null)[]): Tensor {
+  out.requiresGrad = true;
+  out.gradFn = { name, inputs, backward };
+  return out;
+}
+
+/** Reverse-mode sweep from `root`, seeded with `seed` (ones for a scalar root). Gradients of leaf
+ *  tensors (and of tensors that asked with retainGrad) accumulate into `.grad`. */
+export interface BackwardHelpers {
+  add(a: Tensor, b: Tensor): Tensor;
+  /** acc += g in place (acc is a gradient buffer owned by its tensor). */
+  addInPlace(acc: Tensor, g: Tensor): void;
+  clone(t: Tensor): Tensor;
+  ones(like: Tensor): Tensor;
+}
+
+export function runBackward(root: Tensor, seed: Tensor | undefined, h: BackwardHelpers): void {
+  if (!root.requiresGrad) {
+    throw new GradError('backward() was called on a tensor that does not require grad: no input of the ops that made it has requiresGrad set');
+  }
+  if (!seed) {
+    if (root.size !== 1) {
+      throw new GradError(`backward() needs a scalar output or an explicit gradient; this tensor has shape [${root.shape.join(', ')}]`);
+    }
+    seed = h.ones(root);
+  } else if (seed.shape.length !== root.shape.length || seed.shape.some((d, i) => d !== root.shape[i])) {
+    throw new GradError(`backward() gradient has shape [${seed.shape.join(', ')}] but the tensor has shape [${root.shape.join(', ')}]`);
+  }
+
+  // Reverse topological order by iterative depth-first search.
+  const order: Tensor[] = [];
+  const visited = new Set<Tensor>();
+  const stack: [Tensor, number][] = [[root, 0]];
+  visited.add(root);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const inputs = t.gradFn?.inputs ?? [];
+    if (i < inputs.length) {
+      top[1]++;
+      const child = inputs[i];
+      if (child.requiresGrad && !visited.has(child)) {
+        visited.add(child);
+        stack.push([child, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+
+  const grads = new Map<Tensor, Tensor>();
+  grads.set(root, seed);
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    for (let n = order.length - 1; n >= 0; n--) {
+      const t = order[n];
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      if (!t.gradFn || t.retainsGrad) {
+        // A leaf owns its gradient buffer: later backward calls accumulate into it in place.
+        if (t.grad) h.addInPlace(t.grad, g);
+        else t.grad = h.clone(g);
+      }
+      if (!t.gradFn) continue;
+      const inputGrads = t.gradFn.backward(g);
+      const inputs = t.gradFn.inputs;
+      for (let i = 0; i < inputs.length; i++) {
+        const gi = inputGrads[i];
+        const x = inputs[i];
+        if (!gi || !x.requiresGrad) continue;
+        const acc = grads.get(x);
+        grads.set(x, acc ? h.add(acc, gi) : gi);
+      }
+    }
+  } finally {
+    gradEnabled = prev;
+  }
+}

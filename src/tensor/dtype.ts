@@ -1,0 +1,40 @@
+// Element types. f32 is the compute type; f64 runs on the ref backend only (for gradient checks);
+// i32 holds ids and indices; f16 and bf16 are storage types (bit patterns in a Uint16Array,
+// converted with exact round-to-nearest-even); u8 holds bytes and boolean masks.
+import type { AnyArray } from '../backend/backend.js';
+import { DTypeError } from '../errors.js';
+
+export type DType = 'f32' | 'f64' | 'i32' | 'f16' | 'bf16' | 'u8';
+export type FloatDType = 'f32' | 'f64';
+export type Storage = AnyArray;
+
+export const DTYPES: readonly DType[] = ['f32', 'f64', 'i32', 'f16', 'bf16', 'u8'];
+
+export function allocate(dtype: DType, n: number): Storage {
+  switch (dtype) {
+    case 'f32': return new Float32Array(n);
+    case 'f64': return new Float64Array(n);
+    case 'i32': return new Int32Array(n);
+    case 'f16': case 'bf16': return new Uint16Array(n);
+    case 'u8': return new Uint8Array(n);
+    default: throw new DTypeError(`unknown dtype '${dtype as string}': expected one of ${DTYPES.join(', ')}`);
+  }
+}
+
+export function isFloat(dtype: DType): dtype is FloatDType {
+  return dtype === 'f32' || dtype === 'f64';
+}
+
+export function bytesPerElement(dtype: DType): number {
+  switch (dtype) {
+    case 'f64': return 8;
+    case 'f32': case 'i32': return 4;
+    case 'f16': case 'bf16': return 2;
+    default: return 1;
+  }
+}
+
+export function checkDType(dtype: string): DType {
+  if ((DTYPES as readonly string[]).includes(dtype)) return dtype as DType;
+  throw new DTypeError(`unknown dtype '${dtype}': expected one of ${DTYPES.join(', ')}`);
+}

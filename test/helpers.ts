@@ -1,0 +1,41 @@
+// Shared test helpers: run a body on every backend that can run here, compare tensors.
+import assert from 'node:assert/strict';
+import { availableBackends, setBackend, type BackendName } from '../src/backend/index.js';
+import type { Tensor } from '../src/tensor/index.js';
+
+/** The backends to test: every available one (ref always, native where the addon builds). */
+export const BACKENDS: BackendName[] = availableBackends();
+
+/** Runs fn with the given backend active, restoring the previous one after. */
+export function withBackend<T>(name: BackendName, fn: () => T): T {
+  setBackend(name);
+  try {
+    return fn();
+  } finally {
+    setBackend(BACKENDS.includes('native') ? 'native' : 'ref');
+  }
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/** Asserts max |actual − expected| ≤ tol, naming the first differing entries on failure. */
+export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length ${actual.length} != ${expected.length}`);
+  let worst = 0;
+  const bad: string[] = [];
+  for (let i = 0; i < actual.length; i++) {
+    const d = Math.abs(actual[i] - expected[i]);
+    const nanMismatch = Number.isNaN(actual[i]) !== Number.isNaN(expected[i]);
+    if (d > worst || nanMismatch) worst = nanMismatch ? Infinity : d;
+    if ((d > tol || nanMismatch) && bad.length < 5) bad.push(`[${i}] got ${actual[i]} expected ${expected[i]}`);
+  }
+  assert.ok(bad.length === 0, `${what}: max abs diff ${worst} > ${tol}; first: ${bad.join('; ')}`);
+}
+
+export function tensorValues(t: Tensor): Float64Array {
+  return Float64Array.from(t.toFloat32Array());
+}

@@ -19,7 +19,7 @@ export type KernelDType = 'f32' | 'f64' | 'i32' | 'f16' | 'bf16' | 'u8';
 /**
  * Unary elementwise ops. `p0`/`p1` are op parameters:
  * powScalar: y = x^p0; addScalar: y = x + p0; mulScalar: y = x * p0; clamp: y = min(max(x, p0), p1)
- * (use ±Infinity for an open side); leakyRelu: slope p0. Everything else ignores them.
+ * (use ±Infinity for an open side). Everything else ignores them.
  * gelu_tanh: 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))); gelu_erf: 0.5 x (1 + erf(x/√2)).
  */
 export type UnaryOp =

@@ -1,0 +1,12 @@
+// Public API of the tokenizers layer.
+export { loadTokenizer } from './load.js';
+export type { LoadOptions } from './load.js';
+export { trainTokenizer } from './train.js';
+export type { TrainOptions, TrainProgress } from './train.js';
+export { Tokenizer } from './tokenizer.js';
+export type { AddedToken, BatchEncoding, BatchOptions, ChatEncoding, EncodeOptions, Encoding, TokenizerConfig } from './tokenizer.js';
+export { tokenizerFromJSON } from './tokenizer-json.js';
+export type { ChatMessage, ChatTemplateOptions } from './chat.js';
+export { CHATML_TEMPLATE } from './chat.js';
+export { CL100K_PATTERN, O200K_PATTERN, R50K_PATTERN } from './pretokenize.js';
+export { TokenizerFormatError, UnsupportedTokenizerError } from './errors.js';

@@ -1,0 +1,100 @@
+// The basic layers, each named as in Hugging Face checkpoints.
+import { ArgumentError } from '../errors.js';
+import * as pl from '../tensor/index.js';
+import type { Tensor } from '../tensor/index.js';
+import { Module, type ModuleOptions } from './module.js';
+
+/** How a new layer fills its weights: random (N(0, std), torch-style) or zeros (to be loaded). */
+export interface InitOptions extends ModuleOptions {
+  /** Standard deviation of the normal initialisation; 0 leaves the weights zero (for loading). */
+  std?: number;
+}
+
+function normalOrZeros(shape: number[], std: number): Tensor {
+  return std > 0 ? pl.randn(shape, { std }) : pl.zeros(shape);
+}
+
+/** y = x·Wᵀ + b, W (out, in) — torch.nn.Linear. */
+export class Linear extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, options: InitOptions & { bias?: boolean } = {}) {
+    super(options);
+    this.weight = this.param('weight', normalOrZeros([outFeatures, inFeatures], options.std ?? 0.02));
+    this.bias = options.bias ?? true ? this.param('bias', pl.zeros([outFeatures])) : null;
+  }
+
+  forward(x: Tensor): Tensor {
+    return pl.linear(x, this.weight, this.bias);
+  }
+}
+
+/** y = x·W + b, W (in, out) — the transposed layout GPT-2 checkpoints use ("Conv1D"). */
+export class Conv1D extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor;
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, options: InitOptions = {}) {
+    super(options);
+    this.weight = this.param('weight', normalOrZeros([inFeatures, outFeatures], options.std ?? 0.02));
+    this.bias = this.param('bias', pl.zeros([outFeatures]));
+  }
+
+  forward(x: Tensor): Tensor {
+    return pl.add(pl.matmul(x, this.weight), this.bias);
+  }
+}
+
+/** A lookup table of V vectors of size C. */
+export class Embedding extends Module {
+  readonly weight: Tensor;
+
+  constructor(readonly numEmbeddings: number, readonly dim: number, options: InitOptions = {}) {
+    super(options);
+    this.weight = this.param('weight', normalOrZeros([numEmbeddings, dim], options.std ?? 0.02));
+  }
+
+  forward(ids: Tensor): Tensor {
+    return pl.embedding(this.weight, ids);
+  }
+}
+
+export class LayerNorm extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+
+  constructor(readonly dim: number, readonly eps = 1e-5, options: ModuleOptions & { bias?: boolean } = {}) {
+    super(options);
+    this.weight = this.param('weight', pl.ones([dim]));
+    this.bias = options.bias ?? true ? this.param('bias', pl.zeros([dim])) : null;
+  }
+
+  forward(x: Tensor): Tensor {
+    return pl.layerNorm(x, this.weight, this.bias, this.eps);
+  }
+}
+
+export class RMSNorm extends Module {
+  readonly weight: Tensor;
+
+  constructor(readonly dim: number, readonly eps = 1e-6, options: ModuleOptions = {}) {
+    super(options);
+    this.weight = this.param('weight', pl.ones([dim]));
+  }
+
+  forward(x: Tensor): Tensor {
+    return pl.rmsNorm(x, this.weight, this.eps);
+  }
+}
+
+export class Dropout extends Module {
+  constructor(readonly p: number, options: ModuleOptions = {}) {
+    super(options);
+    if (!(p >= 0 && p < 1)) throw new ArgumentError(`Dropout: probability must be in [0, 1), got ${p}`);
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.p > 0 && this.training ? pl.dropout(x, this.p) : x;
+  }
+}

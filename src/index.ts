@@ -3,3 +3,7 @@ export * from './tensor/index.js';
 export { setBackend, getBackend, availableBackends, numThreads, setNumThreads, type BackendName } from './backend/index.js';
 export * from './errors.js';
 export * from './train/index.js';
+export * from './nn/index.js';
+export * from './models/index.js';
+export * from './tokenizers/index.js';
+export * from './io/index.js';

@@ -27,6 +27,8 @@ export interface GPT2Config {
   resid_pdrop?: number;
   embd_pdrop?: number;
   attn_pdrop?: number;
+  /** Plinth extension (nanoGPT's option): false drops every bias, LayerNorm's included. Default true. */
+  bias?: boolean;
   [key: string]: unknown;
 }
 
@@ -39,9 +41,9 @@ class GPT2Attention extends Module {
   constructor(readonly config: GPT2Config, readonly layer: number, options: ModuleOptions & { std: number }) {
     super(options);
     const C = config.n_embd;
-    this.c_attn = this.add(new Conv1D(C, 3 * C, { ...this.sub('c_attn'), std: options.std }));
+    this.c_attn = this.add(new Conv1D(C, 3 * C, { ...this.sub('c_attn'), std: options.std, bias: config.bias }));
     // Residual projections are scaled by 1/√(2L) at initialisation (GPT-2 paper, §2.3).
-    this.c_proj = this.add(new Conv1D(C, C, { ...this.sub('c_proj'), std: options.std / Math.sqrt(2 * config.n_layer) }));
+    this.c_proj = this.add(new Conv1D(C, C, { ...this.sub('c_proj'), std: options.std / Math.sqrt(2 * config.n_layer), bias: config.bias }));
   }
 
   forward(x: Tensor, meta: AttentionMetadata): Tensor {
@@ -65,8 +67,8 @@ class GPT2MLP extends Module {
     super(options);
     const C = config.n_embd;
     const inner = config.n_inner ?? 4 * C;
-    this.c_fc = this.add(new Conv1D(C, inner, { ...this.sub('c_fc'), std: options.std }));
-    this.c_proj = this.add(new Conv1D(inner, C, { ...this.sub('c_proj'), std: options.std / Math.sqrt(2 * config.n_layer) }));
+    this.c_fc = this.add(new Conv1D(C, inner, { ...this.sub('c_fc'), std: options.std, bias: config.bias }));
+    this.c_proj = this.add(new Conv1D(inner, C, { ...this.sub('c_proj'), std: options.std / Math.sqrt(2 * config.n_layer), bias: config.bias }));
   }
 
   // mlp(x) = c_proj(gelu_tanh(c_fc(x)))
@@ -86,9 +88,9 @@ class GPT2Block extends Module {
   constructor(config: GPT2Config, layer: number, options: ModuleOptions & { std: number }) {
     super(options);
     const eps = config.layer_norm_epsilon ?? 1e-5;
-    this.ln_1 = this.add(new LayerNorm(config.n_embd, eps, this.sub('ln_1')));
+    this.ln_1 = this.add(new LayerNorm(config.n_embd, eps, { ...this.sub('ln_1'), bias: config.bias }));
     this.attn = this.add(new GPT2Attention(config, layer, { ...this.sub('attn'), std: options.std }));
-    this.ln_2 = this.add(new LayerNorm(config.n_embd, eps, this.sub('ln_2')));
+    this.ln_2 = this.add(new LayerNorm(config.n_embd, eps, { ...this.sub('ln_2'), bias: config.bias }));
     this.mlp = this.add(new GPT2MLP(config, { ...this.sub('mlp'), std: options.std }));
   }
 
@@ -117,7 +119,7 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
     this.wte = this.add(new Embedding(config.vocab_size, config.n_embd, { prefix: `${t}.wte`, std }));
     this.wpe = this.add(new Embedding(config.n_positions, config.n_embd, { prefix: `${t}.wpe`, std }));
     this.h = Array.from({ length: config.n_layer }, (_, i) => this.add(new GPT2Block(config, i, { prefix: `${t}.h.${i}`, std })));
-    this.ln_f = this.add(new LayerNorm(config.n_embd, config.layer_norm_epsilon ?? 1e-5, { prefix: `${t}.ln_f` }));
+    this.ln_f = this.add(new LayerNorm(config.n_embd, config.layer_norm_epsilon ?? 1e-5, { prefix: `${t}.ln_f`, bias: config.bias }));
   }
 
   get vocabSize(): number {

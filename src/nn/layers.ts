@@ -33,16 +33,17 @@ export class Linear extends Module {
 /** y = x·W + b, W (in, out) — the transposed layout GPT-2 checkpoints use ("Conv1D"). */
 export class Conv1D extends Module {
   readonly weight: Tensor;
-  readonly bias: Tensor;
+  readonly bias: Tensor | null;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, options: InitOptions = {}) {
+  constructor(readonly inFeatures: number, readonly outFeatures: number, options: InitOptions & { bias?: boolean } = {}) {
     super(options);
     this.weight = this.param('weight', normalOrZeros([inFeatures, outFeatures], options.std ?? 0.02));
-    this.bias = this.param('bias', pl.zeros([outFeatures]));
+    this.bias = options.bias ?? true ? this.param('bias', pl.zeros([outFeatures])) : null;
   }
 
   forward(x: Tensor): Tensor {
-    return pl.add(pl.matmul(x, this.weight), this.bias);
+    const y = pl.matmul(x, this.weight);
+    return this.bias ? pl.add(y, this.bias) : y;
   }
 }
 

@@ -7,3 +7,4 @@ export * from './nn/index.js';
 export * from './models/index.js';
 export * from './tokenizers/index.js';
 export * from './io/index.js';
+export * from './infer/index.js';

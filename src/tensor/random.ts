@@ -58,3 +58,9 @@ export function randomInt(n: number): number {
   const x = randomWordAt(seed, offset) * 4294967296 + randomWordAt(seed, offset + 1);
   return Math.floor((x / 18446744073709551616) * n);
 }
+
+/** One uniform number in [0, 1) from the global stream. */
+export function randomUniform(): number {
+  const { seed, offset } = reserve(1);
+  return randomWordAt(seed, offset) / 4294967296;
+}

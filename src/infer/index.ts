@@ -1,0 +1,2 @@
+export { sampleToken, checkSampling, type SamplingOptions } from './sampling.js';
+export { generate, type GenerateOptions } from './generate.js';

@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { PlinthError } from '../errors.js';
 import { registerDemoCommand } from './demo.js';
+import { registerSampleCommand } from './sample.js';
 import { registerTokenizerCommands } from './tokenizer.js';
 
 const program = new Command();
@@ -13,6 +14,7 @@ program
 
 registerDemoCommand(program);
 registerTokenizerCommands(program);
+registerSampleCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof PlinthError) {

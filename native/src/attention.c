@@ -53,6 +53,10 @@ typedef struct {
                double* C, int64_t ldc, bool acc);
   /* x[i] = exp(x[i] − shift[i]) for i < n, or exp(x[i] − shift[0]) when `broadcast`. */
   void (*exp_sub)(double* x, int n, const double* shift, bool broadcast);
+  /* s[c] = q·K[c] for the n rows of K (n, D), read as float32: scores of a single query. */
+  void (*dots)(const double* q, const float* K, int n, int64_t D, double* s);
+  /* o += Σ_c p[c]·V[c] over the n rows of V (n, D), read as float32: output of a single query. */
+  void (*axpys)(const double* p, const float* V, int n, int64_t D, double* o);
 } attn_isa;
 
 /* ---- scalar ------------------------------------------------------------------------------ */
@@ -74,7 +78,20 @@ static void exp_sub_scalar(double* x, int n, const double* shift, bool broadcast
   for (int i = 0; i < n; i++) x[i] = exp(x[i] - shift[broadcast ? 0 : i]);
 }
 
-static const attn_isa isa_scalar = {gemm_scalar, exp_sub_scalar};
+static void dots_scalar(const double* q, const float* K, int n, int64_t D, double* s) {
+  for (int c = 0; c < n; c++) {
+    double acc = 0;
+    for (int64_t d = 0; d < D; d++) acc += q[d] * K[c * D + d];
+    s[c] = acc;
+  }
+}
+
+static void axpys_scalar(const double* p, const float* V, int n, int64_t D, double* o) {
+  for (int c = 0; c < n; c++)
+    for (int64_t d = 0; d < D; d++) o[d] += p[c] * V[c * D + d];
+}
+
+static const attn_isa isa_scalar = {gemm_scalar, exp_sub_scalar, dots_scalar, axpys_scalar};
 
 #if defined(__x86_64__)
 
@@ -164,7 +181,41 @@ static T512 void exp_sub_avx512(double* x, int n, const double* shift, bool broa
   }
 }
 
-static const attn_isa isa_avx512 = {gemm_avx512, exp_sub_avx512};
+static T512 void dots_avx512(const double* q, const float* K, int n, int64_t D, double* s) {
+  for (int c = 0; c < n; c++) {
+    const float* k = K + c * D;
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    int64_t d = 0;
+    for (; d + 16 <= D; d += 16) {
+      a0 = _mm512_fmadd_pd(_mm512_loadu_pd(q + d), _mm512_cvtps_pd(_mm256_loadu_ps(k + d)), a0);
+      a1 = _mm512_fmadd_pd(_mm512_loadu_pd(q + d + 8), _mm512_cvtps_pd(_mm256_loadu_ps(k + d + 8)), a1);
+    }
+    for (; d < D; d += 8) {
+      __mmask8 m = mask8((int)(D - d));
+      a0 = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(m, q + d), _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, k + d)), a0);
+    }
+    s[c] = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+  }
+}
+
+static T512 void axpys_avx512(const double* p, const float* V, int n, int64_t D, double* o) {
+  for (int64_t d0 = 0; d0 < D; d0 += 32) {
+    __mmask8 m[4];
+    __m512d acc[4];
+    for (int v = 0; v < 4; v++) {
+      m[v] = mask8((int)(D - d0 - 8 * v));
+      acc[v] = _mm512_maskz_loadu_pd(m[v], o + d0 + 8 * v);
+    }
+    for (int c = 0; c < n; c++) {
+      __m512d pc = _mm512_set1_pd(p[c]);
+      const float* row = V + c * D + d0;
+      for (int v = 0; v < 4; v++) acc[v] = _mm512_fmadd_pd(pc, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m[v], row + 8 * v)), acc[v]);
+    }
+    for (int v = 0; v < 4; v++) _mm512_mask_storeu_pd(o + d0 + 8 * v, m[v], acc[v]);
+  }
+}
+
+static const attn_isa isa_avx512 = {gemm_avx512, exp_sub_avx512, dots_avx512, axpys_avx512};
 
 /* ---- AVX2 -------------------------------------------------------------------------------- */
 #define T256 __attribute__((target("avx2,fma")))
@@ -249,7 +300,46 @@ static T256 void exp_sub_avx2(double* x, int n, const double* shift, bool broadc
   }
 }
 
-static const attn_isa isa_avx2 = {gemm_avx2, exp_sub_avx2};
+static T256 void dots_avx2(const double* q, const float* K, int n, int64_t D, double* s) {
+  for (int c = 0; c < n; c++) {
+    const float* k = K + c * D;
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    int64_t d = 0;
+    for (; d + 8 <= D; d += 8) {
+      a0 = _mm256_fmadd_pd(_mm256_loadu_pd(q + d), _mm256_cvtps_pd(_mm_loadu_ps(k + d)), a0);
+      a1 = _mm256_fmadd_pd(_mm256_loadu_pd(q + d + 4), _mm256_cvtps_pd(_mm_loadu_ps(k + d + 4)), a1);
+    }
+    for (; d < D; d += 4) {
+      __m256i m = mask4((int)(D - d));
+      __m128i m32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(m, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)));
+      a0 = _mm256_fmadd_pd(_mm256_maskload_pd(q + d, m), _mm256_cvtps_pd(_mm_maskload_ps(k + d, m32)), a0);
+    }
+    __m256d a = _mm256_add_pd(a0, a1);
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    s[c] = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+  }
+}
+
+static T256 void axpys_avx2(const double* p, const float* V, int n, int64_t D, double* o) {
+  for (int64_t d0 = 0; d0 < D; d0 += 16) {
+    __m256i m[4];
+    __m128i m32[4];
+    __m256d acc[4];
+    for (int v = 0; v < 4; v++) {
+      m[v] = mask4((int)(D - d0 - 4 * v));
+      m32[v] = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(m[v], _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)));
+      acc[v] = _mm256_maskload_pd(o + d0 + 4 * v, m[v]);
+    }
+    for (int c = 0; c < n; c++) {
+      __m256d pc = _mm256_set1_pd(p[c]);
+      const float* row = V + c * D + d0;
+      for (int v = 0; v < 4; v++) acc[v] = _mm256_fmadd_pd(pc, _mm256_cvtps_pd(_mm_maskload_ps(row + 4 * v, m32[v])), acc[v]);
+    }
+    for (int v = 0; v < 4; v++) _mm256_maskstore_pd(o + d0 + 4 * v, m[v], acc[v]);
+  }
+}
+
+static const attn_isa isa_avx2 = {gemm_avx2, exp_sub_avx2, dots_avx2, axpys_avx2};
 #endif
 
 /* ---- the kernels, written once ----------------------------------------------------------- */
@@ -296,52 +386,80 @@ INLINE void widen_transposed(double* dst, int64_t ld, const float* src, int n, i
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
+/* The online-softmax step of row r for a tile whose max is mnew (≥ the running max m[r]):
+ * rescales l and O by exp(m_old − m_new) and returns the shift the tile's exponentials subtract. A
+ * row that has seen no key yet keeps shift 0, so that exp(−inf − 0) = 0 rather than NaN. */
+INLINE double online_rescale(double* m, double* l, double* O, int r, int64_t D, double mnew) {
+  double shift = mnew == -INFINITY ? 0 : mnew;
+  double alpha = exp(m[r] - shift);
+  m[r] = mnew;
+  l[r] *= alpha;
+  if (alpha != 1.0)
+    for (int64_t d = 0; d < D; d++) O[r * D + d] *= alpha;
+  return shift;
+}
+
+/* Query tiles of at most this many rows (decode) work along D, one row at a time, reading K and V
+ * as float32: the transposed score product would fill one SIMD lane of eight, and widening whole
+ * K and V tiles for one query costs more than the arithmetic. */
+#define DOT_ROWS 2
+
 INLINE void fwd_body(attn_job* j, int64_t begin, int64_t end, int thread, const attn_isa* isa) {
   const int64_t D = j->D, Tq = j->Tq, Tk = j->Tk, G = j->H / j->KVH;
-  double* Qt = j->scratch + thread * j->scratch_per_thread; /* (D, BR) (scale·Q)ᵀ */
-  double* K = Qt + D * BR;                                   /* (BC, D) */
-  double* V = K + BC * D;                                    /* (BC, D) */
-  double* St = V + BC * D;                                   /* (BC, BR) scores, then probabilities */
-  double* O = St + BC * BR;                                  /* (BR, D) unnormalised output */
-  double* m = O + BR * D;                                    /* (BR) running max */
-  double* l = m + BR;                                        /* (BR) running sum */
-  double* shift = l + BR;                                    /* (BR) the max the exponentials subtract */
+  double* Q = j->scratch + thread * j->scratch_per_thread; /* (D, BR) (scale·Q)ᵀ, or (nr, D) scale·Q */
+  double* K = Q + D * BR;                                   /* (BC, D) */
+  double* V = K + BC * D;                                   /* (BC, D) */
+  double* S = V + BC * D;                                   /* (BC, BR) Sᵀ, or (nr, BC) S; then probabilities */
+  double* O = S + BC * BR;                                  /* (BR, D) unnormalised output */
+  double* m = O + BR * D;                                   /* (BR) running max */
+  double* l = m + BR;                                       /* (BR) running sum */
+  double* shift = l + BR;                                   /* (BR) the max the exponentials subtract */
   for (int64_t item = begin; item < end; item++) {
     int64_t bh = item / j->nqt, b = bh / j->H, h = bh % j->H;
     int64_t i0 = paired(item % j->nqt, j->nqt) * BR;
     int nr = Tq - i0 < BR ? (int)(Tq - i0) : BR;
+    bool by_dots = nr <= DOT_ROWS;
     const float* Kh = j->k + (b * j->KVH + h / G) * Tk * D; /* (Tk, D) */
     const float* Vh = j->v + (b * j->KVH + h / G) * Tk * D;
-    widen_transposed(Qt, BR, j->q + (bh * Tq + i0) * D, nr, D, j->scale);
+    if (by_dots) widen(Q, j->q + (bh * Tq + i0) * D, nr * D, j->scale);
+    else widen_transposed(Q, BR, j->q + (bh * Tq + i0) * D, nr, D, j->scale);
     for (int r = 0; r < nr; r++) m[r] = -INFINITY, l[r] = 0;
     memset(O, 0, (size_t)(nr * D) * sizeof(double));
     int64_t kend = key_end(j, i0, nr);
     for (int64_t j0 = 0; j0 < kend; j0 += BC) {
       int nc = kend - j0 < BC ? (int)(kend - j0) : BC;
+      bool cut = cut_by_mask(j, i0, j0, nc);
+      if (by_dots) {
+        for (int r = 0; r < nr; r++) {
+          double* row = S + r * BC;
+          isa->dots(Q + r * D, Kh + j0 * D, nc, D, row); /* s = (scale·q)·k */
+          if (cut) /* query i0 + r sees keys up to qoff + i0 + r */
+            for (int64_t c = j->qoff + i0 + r - j0 + 1 < 0 ? 0 : j->qoff + i0 + r - j0 + 1; c < nc; c++) row[c] = -INFINITY;
+          double mnew = m[r];
+          for (int c = 0; c < nc; c++) mnew = row[c] > mnew ? row[c] : mnew;
+          shift[r] = online_rescale(m, l, O, r, D, mnew);
+          isa->exp_sub(row, nc, &shift[r], true); /* P */
+          for (int c = 0; c < nc; c++) l[r] += row[c];
+          isa->axpys(row, Vh + j0 * D, nc, D, O + r * D); /* o += P V */
+        }
+        continue;
+      }
       widen(K, Kh + j0 * D, nc * D, 1.0);
       widen(V, Vh + j0 * D, nc * D, 1.0);
-      isa->gemm(nc, nr, (int)D, K, D, 1, Qt, BR, St, BR, false); /* Sᵀ = K (scale·Q)ᵀ */
-      if (cut_by_mask(j, i0, j0, nc))
+      isa->gemm(nc, nr, (int)D, K, D, 1, Q, BR, S, BR, false); /* Sᵀ = K (scale·Q)ᵀ */
+      if (cut)
         for (int c = 0; c < nc; c++) /* key j0 + c is visible from query row qoff + i0 + r onward */
-          for (int64_t r = 0; r < nr && r < j0 + c - j->qoff - i0; r++) St[c * BR + r] = -INFINITY;
+          for (int64_t r = 0; r < nr && r < j0 + c - j->qoff - i0; r++) S[c * BR + r] = -INFINITY;
       double mnew[BR];
       for (int r = 0; r < nr; r++) mnew[r] = m[r];
       for (int c = 0; c < nc; c++)
-        for (int r = 0; r < nr; r++) mnew[r] = St[c * BR + r] > mnew[r] ? St[c * BR + r] : mnew[r];
-      for (int r = 0; r < nr; r++) {
-        /* a row that has seen no key yet keeps shift 0, so exp(−inf − 0) = 0 rather than NaN */
-        shift[r] = mnew[r] == -INFINITY ? 0 : mnew[r];
-        double alpha = exp(m[r] - shift[r]);
-        m[r] = mnew[r];
-        l[r] *= alpha;
-        if (alpha != 1.0)
-          for (int64_t d = 0; d < D; d++) O[r * D + d] *= alpha;
-      }
+        for (int r = 0; r < nr; r++) mnew[r] = S[c * BR + r] > mnew[r] ? S[c * BR + r] : mnew[r];
+      for (int r = 0; r < nr; r++) shift[r] = online_rescale(m, l, O, r, D, mnew[r]);
       for (int c = 0; c < nc; c++) {
-        isa->exp_sub(St + c * BR, nr, shift, false); /* Pᵀ */
-        for (int r = 0; r < nr; r++) l[r] += St[c * BR + r];
+        isa->exp_sub(S + c * BR, nr, shift, false); /* Pᵀ */
+        for (int r = 0; r < nr; r++) l[r] += S[c * BR + r];
       }
-      isa->gemm(nr, (int)D, nc, St, 1, BR, V, D, O, D, true); /* O += P V */
+      isa->gemm(nr, (int)D, nc, S, 1, BR, V, D, O, D, true); /* O += P V */
     }
     float* out = j->o + (bh * Tq + i0) * D;
     float* lse = j->l + bh * Tq + i0;

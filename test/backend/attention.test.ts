@@ -24,7 +24,8 @@ const name = (c: Case): string =>
   `B=${c.B} H=${c.H}/${c.KVH} Tq=${c.Tq} Tk=${c.Tk} D=${c.D} ${c.causal ? `causal qOffset=${c.qOffset}` : 'bidirectional'}`;
 
 // Tile sizes are 64, so 1, 17, 63 and 130 cover one partial tile, one short of a tile, and two
-// tiles plus a remainder; D = 8, 12, 64, 80 covers partial and whole SIMD column blocks.
+// tiles plus a remainder; D = 8, 12, 64, 80 covers partial and whole SIMD column blocks. Query
+// tiles of one or two rows (Tq = 1, and the tails of 65 and 130) take the kernel's single-query path.
 const CASES: Case[] = [
   { B: 1, H: 4, KVH: 4, Tq: 1, Tk: 1, D: 8, causal: true, qOffset: 0 },
   { B: 2, H: 4, KVH: 4, Tq: 17, Tk: 17, D: 12, causal: true, qOffset: 0 },
@@ -37,6 +38,9 @@ const CASES: Case[] = [
   // a KV cache: Tq new queries after qOffset cached positions (decode is Tq = 1)
   { B: 2, H: 6, KVH: 2, Tq: 5, Tk: 70, D: 12, causal: true, qOffset: 65 },
   { B: 1, H: 8, KVH: 1, Tq: 1, Tk: 130, D: 64, causal: true, qOffset: 129 },
+  { B: 2, H: 4, KVH: 2, Tq: 1, Tk: 70, D: 12, causal: true, qOffset: 69 },
+  // a last query tile of one row (65 = 64 + 1) takes the single-query path, with D = 80
+  { B: 1, H: 2, KVH: 1, Tq: 65, Tk: 65, D: 80, causal: false, qOffset: 0 },
   { B: 1, H: 4, KVH: 4, Tq: 17, Tk: 130, D: 64, causal: true, qOffset: 113 },
   // cross-attention shape: fewer queries than keys, no mask
   { B: 1, H: 4, KVH: 4, Tq: 17, Tk: 63, D: 8, causal: false, qOffset: 0 },

@@ -9,6 +9,8 @@
 import { IndexOutOfRangeError } from '../errors.js';
 import { HASH_MUL, ByteVocab, MergeCache, PairTable } from './tables.js';
 import type { PreTokenizer } from './pretokenize.js';
+import { IdBuffer as IdBufferImpl } from './model.js';
+import type { IdBuffer } from './model.js';
 
 export const NO_MERGE = 0x7fffffff;
 
@@ -103,7 +105,7 @@ export class ByteLevelBpe {
     if (bytes.length < 2 || this.pairs !== null) return null;
     if (bytes.length * 3 > this.buf.length) this.grow(bytes.length * 3);
     this.buf.set(bytes);
-    const out: number[] = [];
+    const out = new IdBufferImpl(8);
     this.maxRank = id;
     try {
       if (bytes.length <= SMALL_PIECE) this.mergeSmall(bytes.length, out);
@@ -111,7 +113,7 @@ export class ByteLevelBpe {
     } finally {
       this.maxRank = NO_MERGE;
     }
-    return out.length === 2 ? [out[0]!, out[1]!] : null;
+    return out.length === 2 ? [out.data[0]!, out.data[1]!] : null;
   }
 
   private grow(n: number): void {
@@ -126,12 +128,47 @@ export class ByteLevelBpe {
    * Encodes text[start, end) (no special tokens in it) and appends the ids to `out`; with `offsets`,
    * also appends each token's [start, end) character span in `text`.
    */
-  encode(pre: PreTokenizer, text: string, start: number, end: number, out: number[], offsets: number[] | null): void {
+  encode(pre: PreTokenizer, text: string, start: number, end: number, out: IdBuffer, offsets: IdBuffer | null): void {
     const scan = pre.scan;
     if (scan !== null) {
+      if (offsets !== null) {
+        for (let p = start; p < end; ) {
+          const q = scan(text, p, end);
+          this.encodePiece(text, p, q, out, offsets);
+          p = q;
+        }
+        return;
+      }
+      // Most pieces are short ASCII words that are tokens themselves: hash and copy them in one
+      // tight loop, look them up, and only fall back to the general path for the rest.
+      const byteIds = this.byteIds;
+      const vocab = this.vocab;
+      const whole = this.ignoreMerges;
       for (let p = start; p < end; ) {
         const q = scan(text, p, end);
-        this.encodePiece(text, p, q, out, offsets);
+        const c0 = text.charCodeAt(p);
+        if (q === p + 1 && c0 < 128 && byteIds[c0]! >= 0) {
+          out.push(byteIds[c0]!);
+          p = q;
+          continue;
+        }
+        if (q - p > this.buf.length) this.grow(q - p);
+        const buf = this.buf;
+        let h = 0;
+        let i = p;
+        for (; i < q; i++) {
+          const c = text.charCodeAt(i);
+          if (c >= 128) break;
+          buf[i - p] = c;
+          h = (Math.imul(h, HASH_MUL) + c) | 0;
+        }
+        if (i < q) {
+          this.encodePiece(text, p, q, out, null);
+        } else {
+          const id = whole ? vocab.find(buf, 0, q - p, h) : -1;
+          if (id >= 0) out.push(id);
+          else this.mergePiece(q - p, h, out);
+        }
         p = q;
       }
       return;
@@ -150,7 +187,7 @@ export class ByteLevelBpe {
   }
 
   /** UTF-8 encodes text[p, q) into buf (lone surrogates become U+FFFD, as TextEncoder does), merges, appends. */
-  encodePiece(text: string, p: number, q: number, out: number[], offsets: number[] | null): void {
+  encodePiece(text: string, p: number, q: number, out: IdBuffer, offsets: IdBuffer | null): void {
     if ((q - p) * 3 > this.buf.length) this.grow((q - p) * 3);
     const buf = this.buf;
     const track = offsets !== null;
@@ -202,39 +239,45 @@ export class ByteLevelBpe {
       const id = this.vocab.find(buf, 0, n, h);
       if (id >= 0) {
         out.push(id);
-        if (track) offsets.push(p, q);
+        if (track) offsets.push2(p, q);
         return;
       }
     }
-    if (n === 1) {
-      const id = this.byteIds[buf[0]!]!;
-      if (id >= 0) out.push(id);
-      else if (this.unkId >= 0) out.push(this.unkId);
-    } else if (this.cache === null || !this.cache.get(buf, n, h, out)) {
-      if (n <= SMALL_PIECE) this.mergeSmall(n, out);
-      else this.mergeLarge(n, out);
-      this.cache?.put(buf, n, h, out, first);
-    }
+    this.mergePiece(n, h, out);
     if (track) this.pushOffsets(out, first, offsets);
   }
 
-  private pushOffsets(out: number[], first: number, offsets: number[]): void {
+  /** Tokens of buf[0, n) (hash h) by merging, through the cache. */
+  private mergePiece(n: number, h: number, out: IdBuffer): void {
+    if (n === 1) {
+      this.emit(this.byteIds[this.buf[0]!]!, out);
+      return;
+    }
+    const cache = this.cache;
+    if (cache !== null && cache.get(this.buf, n, h, out)) return;
+    const first = out.length;
+    if (n <= SMALL_PIECE) this.mergeSmall(n, out);
+    else this.mergeLarge(n, out);
+    cache?.put(this.buf, n, h, out, first);
+  }
+
+  private pushOffsets(out: IdBuffer, first: number, offsets: IdBuffer): void {
     let b = 0;
     for (let t = first; t < out.length; t++) {
-      const id = out[t]!;
+      const id = out.data[t]!;
       const len = id === this.unkId && this.vocab.present[id] === 0 ? 1 : this.vocab.length(id);
-      offsets.push(this.charStart[b]!, this.charEnd[b + len - 1]!);
+      offsets.push2(this.charStart[b]!, this.charEnd[b + len - 1]!);
       b += len;
     }
   }
 
-  private emit(id: number, out: number[]): void {
+  private emit(id: number, out: IdBuffer): void {
     if (id >= 0) out.push(id);
     else if (this.unkId >= 0) out.push(this.unkId);
   }
 
   /** Merges buf[0, n) with linear scans for the lowest rank (ties: leftmost), like tiktoken. */
-  private mergeSmall(n: number, out: number[]): void {
+  private mergeSmall(n: number, out: IdBuffer): void {
     const parts = this.parts;
     const ranks = this.ranks;
     const merged = this.merged;
@@ -271,7 +314,7 @@ export class ByteLevelBpe {
     for (let i = 0; i < n; i++) this.emit(parts[i]!, out);
   }
 
-  private mergeLarge(n: number, out: number[]): void {
+  private mergeLarge(n: number, out: IdBuffer): void {
     const ids = new Int32Array(n);
     for (let i = 0; i < n; i++) ids[i] = this.byteIds[this.buf[i]!]!;
     const heads = mergeWithHeap(ids, n, this);

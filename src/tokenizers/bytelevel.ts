@@ -2,7 +2,7 @@
 // a pre-tokenizer pattern plus the BPE engine, and its tokenizer.json form.
 import { IndexOutOfRangeError } from '../errors.js';
 import { ByteLevelBpe } from './bpe.js';
-import type { Model } from './model.js';
+import type { IdBuffer, Model } from './model.js';
 import { ByteSink } from './model.js';
 import { R50K_PATTERN, preTokenizer } from './pretokenize.js';
 import type { PreTokenizer } from './pretokenize.js';
@@ -46,14 +46,14 @@ export class ByteLevelModel implements Model {
     return this.bpe.size;
   }
 
-  encode(text: string, start: number, end: number, _first: boolean, out: number[], offsets: number[] | null): void {
+  encode(text: string, start: number, end: number, _first: boolean, out: IdBuffer, offsets: IdBuffer | null): void {
     if (this.addPrefixSpace && start < end && text.charCodeAt(start) !== 32) {
       // Encode " " + segment, then map spans back: the added space belongs to the first character.
       const shifted = ' ' + text.slice(start, end);
       const from = offsets ? offsets.length : 0;
       this.bpe.encode(this.pre, shifted, 0, shifted.length, out, offsets);
       if (offsets) {
-        for (let k = from; k < offsets.length; k++) offsets[k] = Math.max(start, start + offsets[k]! - 1);
+        for (let k = from; k < offsets.length; k++) offsets.data[k] = Math.max(start, start + offsets.data[k]! - 1);
       }
       return;
     }

@@ -36,16 +36,31 @@ export type Scanner = (s: string, pos: number, end: number) => number;
 
 const OTHER = CLS_L | CLS_N | CLS_WS; // none of these bits set = [^\s\p{L}\p{N}]
 
+// Classes of ASCII characters, read directly in the scanners' inner loops.
+const ASCII = new Uint8Array(128);
+for (let c = 0; c < 128; c++) ASCII[c] = classAt(String.fromCharCode(c), 0, 1);
+
 /** Whitespace run from p; returns its end. Every \s character is in the BMP. */
 function wsRun(s: string, p: number, end: number): number {
   let r = p + 1;
-  while (r < end && classAt(s, r, end) & CLS_WS) r++;
+  while (r < end) {
+    const c = s.charCodeAt(r);
+    if (c < 128 ? (ASCII[c]! & CLS_WS) === 0 : (classAt(s, r, end) & CLS_WS) === 0) break;
+    r++;
+  }
   return r;
 }
 
 /** Run of code points having all bits `want` (or, with want 0, none of OTHER) from p. */
 function run(s: string, p: number, end: number, want: number): number {
   while (p < end) {
+    const c = s.charCodeAt(p);
+    if (c < 128) {
+      const k = ASCII[c]!;
+      if (want === 0 ? (k & OTHER) !== 0 : (k & want) === 0) break;
+      p++;
+      continue;
+    }
     const k = classAt(s, p, end);
     if (want === 0 ? (k & OTHER) !== 0 : (k & want) === 0) break;
     p += 1 + (k >> 8);

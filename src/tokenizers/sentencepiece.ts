@@ -4,7 +4,7 @@
 import { IndexOutOfRangeError } from '../errors.js';
 import { mergeWithHeap, NO_MERGE } from './bpe.js';
 import type { PairSource } from './bpe.js';
-import type { Model } from './model.js';
+import type { IdBuffer, Model } from './model.js';
 import { ByteSink } from './model.js';
 import { PairTable } from './tables.js';
 import { utf8Decoder, utf8Encoder } from './unicode.js';
@@ -75,7 +75,7 @@ export class SentencePieceBpe implements Model, PairSource {
     return this.pairs.rankAt(s);
   }
 
-  encode(text: string, start: number, end: number, first: boolean, out: number[], offsets: number[] | null): void {
+  encode(text: string, start: number, end: number, first: boolean, out: IdBuffer, offsets: IdBuffer | null): void {
     // Symbols with their character spans in text.
     const sym: number[] = [];
     const symStart: number[] = [];
@@ -98,12 +98,12 @@ export class SentencePieceBpe implements Model, PairSource {
       const id = ids[h]! < 0 ? unk : ids[h]!;
       if (id < 0) continue;
       if (this.opts.fuseUnk && id === unk && prevUnk) {
-        if (offsets) offsets[offsets.length - 1] = symEnd[last]!;
+        if (offsets) offsets.data[offsets.length - 1] = symEnd[last]!;
         continue;
       }
       prevUnk = id === unk;
       out.push(id);
-      if (offsets) offsets.push(symStart[h]!, symEnd[last]!);
+      if (offsets) offsets.push2(symStart[h]!, symEnd[last]!);
     }
   }
 

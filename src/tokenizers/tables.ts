@@ -1,6 +1,7 @@
 // Hash tables over integers for the BPE hot path: byte strings to token ids, token pairs to merges,
 // and the bounded cache of merged pieces. They store everything in typed arrays, so a lookup builds
 // no string and allocates nothing.
+import type { IdBuffer } from './model.js';
 
 /** Multiplier of the polynomial hash h(x) = sum x[i]·M^(n-1-i) (mod 2^32); odd, so M^k never vanishes. */
 export const HASH_MUL = 0x01000193;
@@ -218,7 +219,7 @@ export class MergeCache {
   }
 
   /** Appends the cached ids of b[0, len) (hash h) to out and returns true, or returns false. */
-  get(b: Uint8Array, len: number, h: number, out: number[]): boolean {
+  get(b: Uint8Array, len: number, h: number, out: IdBuffer): boolean {
     const keys = this.keys;
     for (let i = slotOf(h, this.shift); ; i = (i + 1) & this.mask) {
       const v = this.slots[i]!;
@@ -230,14 +231,17 @@ export class MergeCache {
       let j = 0;
       while (j < len && keys[ks + j] === b[j]) j++;
       if (j < len) continue;
-      const ve = this.eVal[e + 1]!;
-      for (let k = this.eVal[e]!; k < ve; k++) out.push(this.vals[k]!);
+      const vs = this.eVal[e]!;
+      const nv = this.eVal[e + 1]! - vs;
+      out.reserve(nv);
+      out.data.set(this.vals.subarray(vs, vs + nv), out.length);
+      out.length += nv;
       return true;
     }
   }
 
   /** Caches ids[from, ids.length) as the tokens of b[0, len). */
-  put(b: Uint8Array, len: number, h: number, ids: number[], from: number): void {
+  put(b: Uint8Array, len: number, h: number, ids: IdBuffer, from: number): void {
     const nv = ids.length - from;
     if (len > this.keys.length >> 4) return;
     if (this.entries >= this.maxEntries || this.keyTop + len > this.keys.length || this.valTop + nv > this.vals.length) {
@@ -250,7 +254,7 @@ export class MergeCache {
     this.keyTop += len;
     this.eKey[e + 1] = this.keyTop;
     this.eVal[e] = this.valTop;
-    for (let k = from; k < ids.length; k++) this.vals[this.valTop++] = ids[k]!;
+    for (let k = from; k < ids.length; k++) this.vals[this.valTop++] = ids.data[k]!;
     this.eVal[e + 1] = this.valTop;
     let i = slotOf(h, this.shift);
     while (this.slots[i] !== 0) i = (i + 1) & this.mask;

@@ -7,6 +7,7 @@ import { ArgumentError } from '../errors.js';
 import type { ChatMessage, ChatTemplateOptions } from './chat.js';
 import { CHATML_TEMPLATE, renderChat } from './chat.js';
 import type { Model } from './model.js';
+import { IdBuffer } from './model.js';
 import { utf8Encoder } from './unicode.js';
 
 /** A token matched in raw text before the model runs, as in tokenizer.json's `added_tokens`. */
@@ -100,6 +101,9 @@ export class Tokenizer {
   private addedByContent = new Map<string, AddedToken>();
   private specialIds = new Set<number>();
   private matcher: RegExp | null = null;
+  // Reused output buffers (encoding is synchronous, so one pair per tokenizer suffices).
+  private idBuf = new IdBuffer();
+  private offBuf = new IdBuffer();
 
   constructor(parts: TokenizerParts) {
     this.model = parts.model;
@@ -171,21 +175,37 @@ export class Tokenizer {
   }
 
   encode(text: string, options?: EncodeOptions): number[] {
-    const ids: number[] = [];
-    this.encodeInto(text, options, ids, null);
-    return ids;
+    this.idBuf.reset();
+    this.encodeInto(text, options, this.idBuf, null);
+    return this.idBuf.toArray();
+  }
+
+  /** encode() into an Int32Array, which is what tensors and token shards take. */
+  encodeToInt32(text: string, options?: EncodeOptions): Int32Array {
+    this.idBuf.reset();
+    this.encodeInto(text, options, this.idBuf, null);
+    return this.idBuf.data.slice(0, this.idBuf.length);
+  }
+
+  /** Number of tokens of text (no array is built). */
+  count(text: string, options?: EncodeOptions): number {
+    this.idBuf.reset();
+    this.encodeInto(text, options, this.idBuf, null);
+    return this.idBuf.length;
   }
 
   encodeWithOffsets(text: string, options?: EncodeOptions): Encoding {
-    const ids: number[] = [];
-    const flat: number[] = [];
-    this.encodeInto(text, options, ids, flat);
+    this.idBuf.reset();
+    this.offBuf.reset();
+    this.encodeInto(text, options, this.idBuf, this.offBuf);
+    const ids = this.idBuf.toArray();
+    const o = this.offBuf.data;
     const offsets: [number, number][] = new Array(ids.length);
-    for (let i = 0; i < ids.length; i++) offsets[i] = [flat[2 * i]!, flat[2 * i + 1]!];
+    for (let i = 0; i < ids.length; i++) offsets[i] = [o[2 * i]!, o[2 * i + 1]!];
     return { ids, offsets };
   }
 
-  private encodeInto(text: string, options: EncodeOptions | undefined, ids: number[], offsets: number[] | null): void {
+  private encodeInto(text: string, options: EncodeOptions | undefined, ids: IdBuffer, offsets: IdBuffer | null): void {
     if (typeof text !== 'string') throw new ArgumentError(`encode expects a string, got ${typeof text}`);
     const addSpecial = options?.addSpecialTokens ?? true;
     if (addSpecial) for (const id of this.prefix) this.pushTemplate(id, ids, offsets);
@@ -208,7 +228,7 @@ export class Tokenizer {
         if (tok.rstrip) while (e < text.length && isSpace(text.charCodeAt(e))) e++;
         if (s > start) this.model.encode(text, start, s, start === 0, ids, offsets);
         ids.push(tok.id);
-        if (offsets) offsets.push(hit.index, hit.index + hit[0].length);
+        if (offsets) offsets.push2(hit.index, hit.index + hit[0].length);
         start = e;
         m.lastIndex = e;
       }
@@ -217,9 +237,9 @@ export class Tokenizer {
     if (addSpecial) for (const id of this.suffix) this.pushTemplate(id, ids, offsets);
   }
 
-  private pushTemplate(id: number, ids: number[], offsets: number[] | null): void {
+  private pushTemplate(id: number, ids: IdBuffer, offsets: IdBuffer | null): void {
     ids.push(id);
-    if (offsets) offsets.push(0, 0);
+    if (offsets) offsets.push2(0, 0);
   }
 
   private checkIds(ids: ArrayLike<number>): void {

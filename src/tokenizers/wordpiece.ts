@@ -3,7 +3,7 @@
 // greedily into the longest vocabulary pieces, "##" marking pieces that continue a word. A word with
 // no such cut is [UNK].
 import { IndexOutOfRangeError } from '../errors.js';
-import type { Model } from './model.js';
+import type { IdBuffer, Model } from './model.js';
 import { CLS_CJK, CLS_PUNCT, CLS_WS, charClass } from './unicode.js';
 
 export interface WordPieceOptions {
@@ -91,7 +91,7 @@ export class WordPiece implements Model {
     this.unkId = this.ids.get(opts.unkToken) ?? -1;
   }
 
-  encode(text: string, start: number, end: number, _first: boolean, out: number[], offsets: number[] | null): void {
+  encode(text: string, start: number, end: number, _first: boolean, out: IdBuffer, offsets: IdBuffer | null): void {
     const o = this.opts;
     const norm = bertNormalize(text, start, end, {
       cleanText: o.cleanText,
@@ -123,7 +123,7 @@ export class WordPiece implements Model {
     }
   }
 
-  private encodeWord(s: string, i: number, j: number, norm: Normalized, out: number[], offsets: number[] | null): void {
+  private encodeWord(s: string, i: number, j: number, norm: Normalized, out: IdBuffer, offsets: IdBuffer | null): void {
     const chars = [...s.slice(i, j)];
     const mark = out.length;
     if (chars.length <= this.opts.maxInputCharsPerWord) {
@@ -144,7 +144,7 @@ export class WordPiece implements Model {
         }
         if (found < 0) break;
         out.push(found);
-        if (offsets) offsets.push(norm.from[unit]!, norm.to[unit + piece.length - 1]!);
+        if (offsets) offsets.push2(norm.from[unit]!, norm.to[unit + piece.length - 1]!);
         unit += piece.length;
         pos = endPos;
       }
@@ -154,7 +154,7 @@ export class WordPiece implements Model {
     if (offsets) offsets.length = mark * 2;
     if (this.unkId >= 0) {
       out.push(this.unkId);
-      if (offsets) offsets.push(norm.from[i]!, norm.to[j - 1]!);
+      if (offsets) offsets.push2(norm.from[i]!, norm.to[j - 1]!);
     }
   }
 

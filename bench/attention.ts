@@ -9,6 +9,8 @@
 // implementation runs, with its T×T buffers allocated once and reused:
 //   S = QKᵀ;  S = S·scale + mask (additive causal mask, broadcast over heads);  P = softmax(S);
 //   out = PV;  dP = dO Vᵀ;  dS = softmaxBackward(P, dP)·scale;  dQ = dS K;  dK = dSᵀ Q;  dV = Pᵀ dO.
+// A third Plinth variant runs the materialised path's five matmuls alone: a lower bound on that
+// path whatever its elementwise kernels cost.
 // Each Plinth variant runs in a child process of its own, so that its peak RSS is its own:
 // peak extra memory = peak RSS − RSS once the inputs and outputs exist. The PyTorch peer measures
 // the same way.
@@ -20,7 +22,7 @@ import type { KernelName } from '../src/backend/backend.js';
 import { benchRepeated, brief, findTorchPython, fmt, machineInfo, report, runPeer } from './common.js';
 
 const B = 1, H = 8, D = 64;
-const VARIANTS = ['fused', 'materialised'] as const;
+const VARIANTS = ['fused', 'materialised', 'matmuls'] as const;
 type Variant = (typeof VARIANTS)[number];
 const MATERIALISED_KERNELS: KernelName[] = ['matmul', 'unary', 'binary', 'softmax', 'softmaxBackward'];
 
@@ -71,6 +73,7 @@ async function runVariant(variant: Variant, T: number, trials: number, threads: 
       K.attentionBackward(q, k, v, out, lse, dout, dq, dk, dv, B, H, H, T, T, D, scale, true, 0);
     };
   } else {
+    const matmulsOnly = variant === 'matmuls';
     let S: Float32Array, P: Float32Array, dS: Float32Array, mask: Float32Array;
     step = () => {
       // allocated on first use, as part of the measured memory; S is reused for dP
@@ -83,13 +86,17 @@ async function runVariant(variant: Variant, T: number, trials: number, threads: 
       }
       const st = T * D, ss = T * T;
       K.matmul(q, k, S, T, T, D, false, true, BH, st, st, ss, false);
-      K.unary('mulScalar', S, S, BH * ss, scale, 0);
-      K.binary('add', S, [ss, T, 1], mask, [0, T, 1], S, [BH, T, T]);
-      K.softmax(S, P, BH * T, T, false);
+      if (!matmulsOnly) {
+        K.unary('mulScalar', S, S, BH * ss, scale, 0);
+        K.binary('add', S, [ss, T, 1], mask, [0, T, 1], S, [BH, T, T]);
+        K.softmax(S, P, BH * T, T, false);
+      }
       K.matmul(P, v, out, T, D, T, false, false, BH, ss, st, st, false);
       K.matmul(dout, v, S, T, T, D, false, true, BH, st, st, ss, false);
-      K.softmaxBackward(P, S, dS, BH * T, T, false);
-      K.unary('mulScalar', dS, dS, BH * ss, scale, 0);
+      if (!matmulsOnly) {
+        K.softmaxBackward(P, S, dS, BH * T, T, false);
+        K.unary('mulScalar', dS, dS, BH * ss, scale, 0);
+      }
       K.matmul(dS, k, dq, T, D, T, false, false, BH, ss, st, st, false);
       K.matmul(dS, q, dk, T, D, T, true, false, BH, ss, st, st, false);
       K.matmul(P, dout, dv, T, D, T, true, false, BH, ss, st, st, false);
@@ -98,7 +105,7 @@ async function runVariant(variant: Variant, T: number, trials: number, threads: 
   const m = await benchRepeated(step, { trials });
   const peak = process.resourceUsage().maxRSS * 1024;
   const native = createNativeBackend(addon);
-  const used: KernelName[] = variant === 'fused' ? ['attention', 'attentionBackward'] : MATERIALISED_KERNELS;
+  const used: KernelName[] = variant === 'fused' ? ['attention', 'attentionBackward'] : variant === 'matmuls' ? ['matmul'] : MATERIALISED_KERNELS;
   return {
     variant, T, threads, per_call_s: m.per_call_s, reps: m.reps, ...brief(m),
     rss_before_bytes: rss0, peak_rss_bytes: peak, peak_extra_bytes: peak - rss0,
@@ -133,9 +140,12 @@ async function main(): Promise<void> {
   for (const T of Ts) {
     const fused = runChild('fused', T, trials, threads);
     const mat = runChild('materialised', T, trials, threads);
-    const row: Record<string, unknown> = { T, fused, materialised: mat, fused_speedup_vs_materialised: mat.per_call_s / fused.per_call_s };
+    const mm = runChild('matmuls', T, trials, threads);
+    const row: Record<string, unknown> = { T, fused, materialised: mat, materialised_matmuls: mm,
+      fused_speedup_vs_materialised: mat.per_call_s / fused.per_call_s,
+      fused_speedup_vs_materialised_matmuls: mm.per_call_s / fused.per_call_s };
     let line = `T=${T}: fused ${fmt(fused.per_call_s * 1e3)} ms ${fmt(fused.peak_extra_bytes / MB)} MB, ` +
-      `materialised ${fmt(mat.per_call_s * 1e3)} ms ${fmt(mat.peak_extra_bytes / MB)} MB`;
+      `materialised ${fmt(mat.per_call_s * 1e3)} ms ${fmt(mat.peak_extra_bytes / MB)} MB (its matmuls ${fmt(mm.per_call_s * 1e3)} ms)`;
     if (havePeer) {
       const torch = runPeer<{ per_call_s: number; peak_extra_bytes: number }>('attention.py', { B, H, T, D, threads, trials });
       row.torch = torch;
@@ -150,15 +160,18 @@ async function main(): Promise<void> {
   const big = rows.filter((r) => (r.T as number) >= 1024);
   const bars = {
     fused_faster_than_materialised_at_T_ge_1024: big.length > 0 && big.every((r) => (r.fused_speedup_vs_materialised as number) > 1),
+    fused_faster_than_materialised_matmuls_alone_at_T_ge_1024:
+      big.length > 0 && big.every((r) => (r.fused_speedup_vs_materialised_matmuls as number) > 1),
     // linear memory doubles from T = 1024 to 2048; the T×T buffers quadruple
     fused_extra_memory_ratio_2048_over_1024: extra(2048) && extra(1024) ? extra(2048)! / extra(1024)! : null,
   };
+  const ms = (x: { per_call_s: number }) => fmt(x.per_call_s * 1e3);
+  const mb = (x: { peak_extra_bytes: number }) => fmt(x.peak_extra_bytes / MB);
   const summary = rows.map((r) => {
-    const f = r.fused as VariantResult, m = r.materialised as VariantResult;
-    const t = r.torch as { per_call_s: number } | undefined;
-    return `T=${r.T} ${fmt(f.per_call_s * 1e3)}/${fmt(m.per_call_s * 1e3)}${t ? `/${fmt(t.per_call_s * 1e3)}` : ''} ms ` +
-      `${fmt(f.peak_extra_bytes / MB)}/${fmt(m.peak_extra_bytes / MB)}${t ? `/${fmt((r.torch as { peak_extra_bytes: number }).peak_extra_bytes / MB)}` : ''} MB`;
-  }).join(', ');
+    const f = r.fused as VariantResult, m = r.materialised as VariantResult, mm = r.materialised_matmuls as VariantResult;
+    const t = r.torch as { per_call_s: number; peak_extra_bytes: number } | undefined;
+    return `T=${r.T} ${ms(f)}/${ms(m)} (matmuls ${ms(mm)})${t ? `/${ms(t)}` : ''} ms, ${mb(f)}/${mb(m)}${t ? `/${mb(t)}` : ''} MB`;
+  }).join('; ');
   report('attention', { B, H, D, causal: true, threads, cpu: addon.cpu, peer: havePeer ? 'torch' : null, unit: 'seconds per forward+backward',
     ...machineInfo(), bars, rows },
   `fused/materialised${havePeer ? '/torch' : ''} forward+backward time and peak extra memory at ${threads} threads: ${summary}`);

@@ -106,7 +106,11 @@ PL_AVX512 static void ukernel_avx512(int64_t kc, const float* a, const float* b,
   __m512 c0a = _mm512_setzero_ps(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
   __m512 c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a, c6b = c0a, c7a = c0a, c7b = c0a;
   __m512 c8a = c0a, c8b = c0a, c9a = c0a, c9b = c0a, c10a = c0a, c10b = c0a, c11a = c0a, c11b = c0a;
-  for (int i = 0; i < MR_AVX512; i++) _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+  /* the C tile is read only after the k loop; fetching its 24 lines now hides that latency */
+  for (int i = 0; i < MR_AVX512; i++) {
+    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char*)(c + i * ldc + 16), _MM_HINT_T0);
+  }
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; k++) {
     __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
@@ -160,63 +164,76 @@ static const gemm_isa* select_isa(void) {
 
 /* ---- packing ---------------------------------------------------------------------------------
  * op(A) (M,K) element (i,k) is A[i*K + k], or A[k*M + i] when transposed; op(B) (K,N) element (k,j)
- * is B[k*N + j], or B[j*K + k] when transposed. */
+ * is B[k*N + j], or B[j*K + k] when transposed. A panel of width P holds, for each k, P values
+ * side by side (dst[k*P + x]); the values come either from P source rows that run along k
+ * (pack_rows: a transpose) or from one source row per k (pack_cols: a copy). */
 
-/* Rows [i0, i0+mc) x depth [k0, k0+kc) of op(A) into micro-panels of mr rows, each kc*mr floats,
- * k-major; rows past mc are zero. Only micro-panels [p0, p1) are written. */
+/* dst[k*P + r] = src[r*ld + k] for r < rows, zero for rows <= r < P; k < kc. */
+static void pack_rows(const float* src, int64_t ld, int rows, int64_t kc, int P, float* dst) {
+  int r = 0;
+#ifdef PL_X86
+  /* 4x4 SSE transposes: four rows are read sequentially and each k gets one 16-byte store, which
+   * runs near memory speed where the scalar loop spends several cycles per element */
+  for (; r + 4 <= rows; r += 4) {
+    const float *s0 = src + r * ld, *s1 = s0 + ld, *s2 = s1 + ld, *s3 = s2 + ld;
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      __m128 x0 = _mm_loadu_ps(s0 + k), x1 = _mm_loadu_ps(s1 + k), x2 = _mm_loadu_ps(s2 + k), x3 = _mm_loadu_ps(s3 + k);
+      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+      _mm_storeu_ps(dst + (k + 0) * P + r, x0);
+      _mm_storeu_ps(dst + (k + 1) * P + r, x1);
+      _mm_storeu_ps(dst + (k + 2) * P + r, x2);
+      _mm_storeu_ps(dst + (k + 3) * P + r, x3);
+    }
+    for (; k < kc; k++) {
+      dst[k * P + r] = s0[k];
+      dst[k * P + r + 1] = s1[k];
+      dst[k * P + r + 2] = s2[k];
+      dst[k * P + r + 3] = s3[k];
+    }
+  }
+#endif
+  for (; r < rows; r++) {
+    const float* s = src + r * ld;
+    for (int64_t k = 0; k < kc; k++) dst[k * P + r] = s[k];
+  }
+  for (; r < P; r++)
+    for (int64_t k = 0; k < kc; k++) dst[k * P + r] = 0.0f;
+}
+
+/* dst[k*P + x] = src[k*ld + x] for x < cols, zero for cols <= x < P; k < kc. */
+static void pack_cols(const float* src, int64_t ld, int cols, int64_t kc, int P, float* dst) {
+  if (cols == P) {
+    for (int64_t k = 0; k < kc; k++) memcpy(dst + k * P, src + k * ld, (size_t)P * sizeof(float));
+    return;
+  }
+  for (int64_t k = 0; k < kc; k++) {
+    memcpy(dst + k * P, src + k * ld, (size_t)cols * sizeof(float));
+    memset(dst + k * P + cols, 0, (size_t)(P - cols) * sizeof(float));
+  }
+}
+
+/* Rows [i0, i0+mc) x depth [k0, k0+kc) of op(A) into micro-panels of mr rows, each kc*mr floats;
+ * rows past mc are zero. Only micro-panels [p0, p1) are written. */
 static void pack_a(const float* A, int64_t M, int64_t K, bool ta, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
                    int mr, int64_t p0, int64_t p1, float* dst) {
   for (int64_t p = p0; p < p1; p++) {
-    float* d = dst + p * kc * mr;
     int64_t r0 = i0 + p * mr;
     int rows = (int)(mc - p * mr < mr ? mc - p * mr : mr);
-    if (ta) {
-      /* op(A) columns are A's rows: each k gives `rows` contiguous values */
-      for (int64_t k = 0; k < kc; k++) {
-        const float* s = A + (k0 + k) * M + r0;
-        int r = 0;
-        for (; r < rows; r++) d[k * mr + r] = s[r];
-        for (; r < mr; r++) d[k * mr + r] = 0.0f;
-      }
-    } else {
-      /* read `rows` rows of A side by side, each sequentially */
-      for (int r = 0; r < mr; r++) {
-        if (r < rows) {
-          const float* s = A + (r0 + r) * K + k0;
-          for (int64_t k = 0; k < kc; k++) d[k * mr + r] = s[k];
-        } else {
-          for (int64_t k = 0; k < kc; k++) d[k * mr + r] = 0.0f;
-        }
-      }
-    }
+    if (ta) pack_cols(A + k0 * M + r0, M, rows, kc, mr, dst + p * kc * mr);
+    else pack_rows(A + r0 * K + k0, K, rows, kc, mr, dst + p * kc * mr);
   }
 }
 
 /* Depth [k0, k0+kc) x columns [j0, j0+nc) of op(B) into micro-panels of nr columns, each kc*nr
- * floats, k-major; columns past nc are zero. */
+ * floats; columns past nc are zero. */
 static void pack_b(const float* B, int64_t K, int64_t N, bool tb, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
                    int nr, float* dst) {
   for (int64_t q = 0; q * nr < nc; q++) {
-    float* d = dst + q * kc * nr;
     int64_t c0 = j0 + q * nr;
     int cols = (int)(nc - q * nr < nr ? nc - q * nr : nr);
-    if (!tb) {
-      for (int64_t k = 0; k < kc; k++) {
-        const float* s = B + (k0 + k) * N + c0;
-        int j = 0;
-        for (; j < cols; j++) d[k * nr + j] = s[j];
-        for (; j < nr; j++) d[k * nr + j] = 0.0f;
-      }
-    } else {
-      for (int j = 0; j < nr; j++) {
-        if (j < cols) {
-          const float* s = B + (c0 + j) * K + k0;
-          for (int64_t k = 0; k < kc; k++) d[k * nr + j] = s[k];
-        } else {
-          for (int64_t k = 0; k < kc; k++) d[k * nr + j] = 0.0f;
-        }
-      }
-    }
+    if (tb) pack_rows(B + c0 * K + k0, K, cols, kc, nr, dst + q * kc * nr);
+    else pack_cols(B + k0 * N + c0, N, cols, kc, nr, dst + q * kc * nr);
   }
 }
 

@@ -51,7 +51,9 @@ void pl_register_attention(napi_env env, napi_value exports);
 /* ---- thread pool ----------------------------------------------------------------------------
  * A persistent pool: threads = available cores, PLINTH_THREADS overrides. pl_parallel_for splits
  * [0, n) into contiguous chunks of at least `grain` items and runs fn on them, the calling thread
- * taking part; it returns when every chunk is done. Calls from inside a running job run serially. */
+ * taking part; it returns when every chunk is done. Calls from inside a running job run serially.
+ * `thread` is the chunk's index: below pl_num_threads(), unique among running chunks, and the same
+ * for the same range on every call (index per-thread scratch with it). */
 typedef void (*pl_range_fn)(void* ctx, int64_t begin, int64_t end, int thread);
 void pl_parallel_for(int64_t n, int64_t grain, pl_range_fn fn, void* ctx);
 int pl_num_threads(void);

@@ -124,4 +124,5 @@ export function bytesToSymbols(bytes: Uint8Array): string {
 }
 
 export const utf8Encoder = new TextEncoder();
-export const utf8Decoder = new TextDecoder('utf-8');
+// ignoreBOM: a leading U+FEFF is text like any other, and must survive decode(encode(x)).
+export const utf8Decoder = new TextDecoder('utf-8', { ignoreBOM: true });

@@ -261,6 +261,149 @@ static bool ws_reserve(float** buf, size_t* cap, size_t floats) {
   return *buf != NULL;
 }
 
+/* ---- matrix-vector products ------------------------------------------------------------------
+ * With M = 1 or N = 1 each element of the matrix operand is used once, so packing it would only
+ * triple the memory traffic of a memory-bound product. These read it in place:
+ *   y[i] (+)= sum over k < K of X(i,k) v[k], i < L,
+ * where X(i,k) is x[i*ld + k] (rows along k: dot products) or x[k*ld + i] (rows along i: axpys). */
+
+typedef void (*gemv_fn)(const float* x, int64_t ld, bool rows_along_k, const float* v, float* y, int64_t L, int64_t K,
+                        bool add);
+
+static void gemv_scalar(const float* x, int64_t ld, bool rows_along_k, const float* v, float* y, int64_t L, int64_t K,
+                        bool add) {
+  if (rows_along_k) {
+    for (int64_t i = 0; i < L; i++) {
+      const float* xi = x + i * ld;
+      float s = 0.0f;
+      for (int64_t k = 0; k < K; k++) s += xi[k] * v[k];
+      y[i] = add ? y[i] + s : s;
+    }
+    return;
+  }
+  if (!add) memset(y, 0, (size_t)L * sizeof(float));
+  for (int64_t k = 0; k < K; k++) {
+    const float* xk = x + k * ld;
+    float vk = v[k];
+    for (int64_t i = 0; i < L; i++) y[i] += vk * xk[i];
+  }
+}
+
+#ifdef PL_X86
+/* Rows along i: four rows of x at a time (one pass over y per four), vectorised across i. */
+#define GEMV_AXPY_BODY(VEC, LOAD, STORE, SET1, FMA, W)                                            \
+  if (!add) memset(y, 0, (size_t)L * sizeof(float));                                               \
+  int64_t k = 0;                                                                                   \
+  for (; k + 4 <= K; k += 4) {                                                                     \
+    const float *x0 = x + k * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;                     \
+    VEC v0 = SET1(v[k]), v1 = SET1(v[k + 1]), v2 = SET1(v[k + 2]), v3 = SET1(v[k + 3]);            \
+    int64_t i = 0;                                                                                 \
+    for (; i + W <= L; i += W) {                                                                   \
+      VEC t = FMA(v0, LOAD(x0 + i), LOAD(y + i));                                                  \
+      t = FMA(v1, LOAD(x1 + i), t);                                                                \
+      t = FMA(v2, LOAD(x2 + i), t);                                                                \
+      STORE(y + i, FMA(v3, LOAD(x3 + i), t));                                                      \
+    }                                                                                              \
+    for (; i < L; i++) y[i] += v[k] * x0[i] + v[k + 1] * x1[i] + v[k + 2] * x2[i] + v[k + 3] * x3[i]; \
+  }                                                                                                \
+  for (; k < K; k++) {                                                                             \
+    const float* xk = x + k * ld;                                                                  \
+    for (int64_t i = 0; i < L; i++) y[i] += v[k] * xk[i];                                          \
+  }
+
+PL_AVX512 static void gemv_avx512(const float* x, int64_t ld, bool rows_along_k, const float* v, float* y, int64_t L,
+                                  int64_t K, bool add) {
+  if (rows_along_k) {
+    /* four dot products at a time, each over 16 lanes, with a masked tail */
+    int64_t i = 0;
+    for (; i < L; i += 4) {
+      int n = L - i < 4 ? (int)(L - i) : 4;
+      const float* xr[4];
+      for (int r = 0; r < 4; r++) xr[r] = x + (i + (r < n ? r : 0)) * ld;
+      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (int64_t k = 0; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        __m512 vk = _mm512_maskz_loadu_ps(m, v + k);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xr[0] + k), vk, s0);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xr[1] + k), vk, s1);
+        s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xr[2] + k), vk, s2);
+        s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xr[3] + k), vk, s3);
+      }
+      float s[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2), _mm512_reduce_add_ps(s3)};
+      for (int r = 0; r < n; r++) y[i + r] = add ? y[i + r] + s[r] : s[r];
+    }
+    return;
+  }
+  GEMV_AXPY_BODY(__m512, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, 16)
+}
+
+PL_AVX2 static float hsum256(__m256 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+PL_AVX2 static void gemv_avx2(const float* x, int64_t ld, bool rows_along_k, const float* v, float* y, int64_t L,
+                              int64_t K, bool add) {
+  if (rows_along_k) {
+    int64_t i = 0;
+    for (; i < L; i += 4) {
+      int n = L - i < 4 ? (int)(L - i) : 4;
+      const float* xr[4];
+      for (int r = 0; r < 4; r++) xr[r] = x + (i + (r < n ? r : 0)) * ld;
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      int64_t k = 0;
+      for (; k + 8 <= K; k += 8) {
+        __m256 vk = _mm256_loadu_ps(v + k);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(xr[0] + k), vk, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(xr[1] + k), vk, s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(xr[2] + k), vk, s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(xr[3] + k), vk, s3);
+      }
+      float s[4] = {hsum256(s0), hsum256(s1), hsum256(s2), hsum256(s3)};
+      for (; k < K; k++)
+        for (int r = 0; r < 4; r++) s[r] += xr[r][k] * v[k];
+      for (int r = 0; r < n; r++) y[i + r] = add ? y[i + r] + s[r] : s[r];
+    }
+    return;
+  }
+  GEMV_AXPY_BODY(__m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, 8)
+}
+#undef GEMV_AXPY_BODY
+#endif
+
+static gemv_fn select_gemv(void) {
+#ifdef PL_X86
+  if (pl_cpu_avx512f()) return gemv_avx512;
+  if (pl_cpu_avx2_fma()) return gemv_avx2;
+#endif
+  return gemv_scalar;
+}
+
+typedef struct {
+  gemv_fn fn;
+  const float *x, *v;
+  float* y;
+  int64_t ld, L, K, sx, sv, sy;
+  bool rows_along_k, add;
+  bool per_batch; /* items are whole products (else ranges of i in one product) */
+  int64_t p;      /* the product being split, when !per_batch */
+} gemv_job;
+
+static void gemv_range(void* ctx, int64_t begin, int64_t end, int thread) {
+  gemv_job* j = (gemv_job*)ctx;
+  if (j->per_batch) {
+    for (int64_t p = begin; p < end; p++)
+      j->fn(j->x + p * j->sx, j->ld, j->rows_along_k, j->v + p * j->sv, j->y + p * j->sy, j->L, j->K, j->add);
+    return;
+  }
+  const float* x = j->x + j->p * j->sx;
+  /* rows i of X start at x + i*ld (along k) or x + i (along i) */
+  const float* xb = x + begin * (j->rows_along_k ? j->ld : 1);
+  j->fn(xb, j->ld, j->rows_along_k, j->v + j->p * j->sv, j->y + j->p * j->sy + begin, end - begin, j->K, j->add);
+}
+
 /* ---- the blocked algorithm ------------------------------------------------------------------ */
 
 typedef struct {
@@ -436,12 +579,31 @@ static bool gemm_run(const float* A, const float* B, float* C, int64_t M, int64_
       for (int64_t p = 0; p < batch; p++) memset(C + p * sc, 0, (size_t)(M * N) * sizeof(float));
     return true;
   }
-  gemm_problem g;
-  problem_init(&g, isa, A, B, C, M, N, K, ta, tb, acc);
   double macs = (double)M * (double)N * (double)K;
   int T = pl_num_threads();
   if (T > WS_MAX_THREADS) T = WS_MAX_THREADS;
   if (macs * (double)batch < PARALLEL_MIN_MACS) T = 1;
+  if (M == 1 || N == 1) {
+    /* C (L) = X (L,K) · v (K): with N = 1, X = op(A) and v = B; with M = 1, X = op(B)ᵀ and v = A
+     * (a one-column or one-row operand has the same layout transposed or not) */
+    gemv_job j = {.fn = select_gemv()};
+    if (N == 1) {
+      j.x = A; j.ld = ta ? M : K; j.rows_along_k = !ta; j.L = M; j.sx = sa;
+      j.v = B; j.sv = sb;
+    } else {
+      j.x = B; j.ld = tb ? K : N; j.rows_along_k = tb; j.L = N; j.sx = sb;
+      j.v = A; j.sv = sa;
+    }
+    j.y = C; j.sy = sc; j.K = K; j.add = acc;
+    j.per_batch = T == 1 || (batch >= T && sc >= M * N);
+    if (T == 1) gemv_range(&j, 0, batch, 0);
+    else if (j.per_batch) pl_parallel_for(batch, 1, gemv_range, &j);
+    else
+      for (j.p = 0; j.p < batch; j.p++) pl_parallel_for(j.L, 64, gemv_range, &j);
+    return true;
+  }
+  gemm_problem g;
+  problem_init(&g, isa, A, B, C, M, N, K, ta, tb, acc);
 
   if (pthread_mutex_trylock(&g_ws_lock) != 0) {
     /* another JS thread is inside a GEMM: run this one alone with buffers of its own */

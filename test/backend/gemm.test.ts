@@ -1,7 +1,8 @@
 // The native GEMM against the ref kernel on random shapes: odd and prime sizes, 1s, all four
 // transpose combinations, batches with stride-0 broadcast, accumulate on and off, and sizes that
 // cross every cache block (KC = 320 depth, MB = 1200 rows, NB = 512 columns per thread) and every
-// microkernel tile (12x32 AVX-512, 6x16 AVX2, 4x8 scalar). The same checks rerun in child processes
+// microkernel tile (12x32 AVX-512, 6x16 AVX2, 4x8 scalar), and the matrix-vector path (M or N = 1).
+// The same checks rerun in child processes
 // with PLINTH_ISA=avx2 and PLINTH_ISA=scalar, and with one thread, so every path runs in `npm test`.
 // Without the native addon the ref kernel itself is checked against a naive float64 loop.
 import { describe, test } from 'node:test';
@@ -48,8 +49,8 @@ const SIZES: [number, number, number][] = [
   [1, 1, 1], [1, 1, 7], [1, 37, 1], [29, 1, 3], [2, 3, 5],
   [12, 32, 320], [13, 33, 321], // exactly one AVX-512 tile and one KC block, then one past each
   [6, 16, 8], [7, 17, 9], [4, 8, 2], [5, 9, 3], // AVX2 and scalar tiles and one past
-  [1, 1031, 131], [1, 64, 700], // GEMV-like rows (the unpacked-B path) and K over two KC blocks
-  [131, 1, 257], [23, 2, 641], // one or two columns: threads split rows
+  [1, 1031, 131], [1, 64, 700], [3, 200, 77], // one row (matrix-vector) and a few rows (unpacked B)
+  [131, 1, 257], [1000, 1, 300], [23, 2, 641], // one or two columns (matrix-vector, or threads split rows)
   [64, 64, 32], [97, 101, 103], [127, 131, 67], // primes, big enough to use both threads
   [1201, 70, 5], // two MB row blocks
   [24, 1100, 11], // over NB columns per thread
@@ -77,6 +78,10 @@ function cases(): Case[] {
     { M: 64, N: 48, K: 80, transA: false, transB: false, batch: 6, broadcast: '', accumulate: true },
     { M: 24, N: 50, K: 31, transA: true, transB: false, batch: 5, broadcast: 'c', accumulate: true },
     { M: 9, N: 11, K: 13, transA: false, transB: true, batch: 3, broadcast: 'c', accumulate: false },
+    { M: 1, N: 37, K: 50, transA: false, transB: true, batch: 3, broadcast: 'a', accumulate: false },
+    { M: 1, N: 300, K: 500, transA: true, transB: false, batch: 2, broadcast: 'b', accumulate: true },
+    { M: 40, N: 1, K: 33, transA: true, transB: false, batch: 4, broadcast: 'b', accumulate: true },
+    { M: 1, N: 1, K: 100, transA: false, transB: false, batch: 3, broadcast: 'c', accumulate: true },
     { M: 3, N: 4, K: 0, transA: false, transB: false, batch: 2, broadcast: '', accumulate: false },
     { M: 3, N: 4, K: 0, transA: false, transB: false, batch: 2, broadcast: '', accumulate: true },
   );

@@ -2,8 +2,8 @@
 // transpose combinations, batches with stride-0 broadcast, accumulate on and off, and sizes that
 // cross every cache block (KC = 320 depth, MB = 1200 rows, NB = 512 columns per thread) and every
 // microkernel tile (12x32 AVX-512, 6x16 AVX2, 4x8 scalar), and the matrix-vector path (M or N = 1).
-// The same checks rerun in child processes
-// with PLINTH_ISA=avx2 and PLINTH_ISA=scalar, and with one thread, so every path runs in `npm test`.
+// The same checks rerun in child processes with PLINTH_ISA=avx2 and PLINTH_ISA=scalar, and with
+// one thread, so every path runs in `npm test`.
 // Without the native addon the ref kernel itself is checked against a naive float64 loop.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -32,21 +32,70 @@ export const TIKTOKEN_ENCODINGS: Record<string, TiktokenEncoding> = {
   o200k_base: { pattern: O200K_PATTERN, specialTokens: { '<|endoftext|>': 199999, '<|endofprompt|>': 200018 } },
 };
 
-/** Parses a .tiktoken rank file into id → bytes. */
+const B64 = new Int8Array(128).fill(-1);
+'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.split('').forEach((c, i) => (B64[c.charCodeAt(0)] = i));
+
+/**
+ * Parses a .tiktoken rank file into id → bytes. It decodes base64 by hand into one arena (the
+ * tokens are views into it): a Buffer per line would make loading cl100k several times slower.
+ */
 export function parseTiktokenRanks(text: string, source = 'rank file'): (Uint8Array | null)[] {
-  const tokens: (Uint8Array | null)[] = [];
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!.trim();
-    if (line === '') continue;
-    const sp = line.indexOf(' ');
-    const rank = sp > 0 ? Number(line.slice(sp + 1)) : NaN;
-    if (!(Number.isInteger(rank) && rank >= 0) || !/^[A-Za-z0-9+/]*={0,2}$/.test(line.slice(0, sp))) {
-      throw new TokenizerFormatError(`${source}, line ${i + 1}: expected "<base64 token> <rank>", got ${JSON.stringify(line.slice(0, 80))}`);
+  const arena = new Uint8Array(Math.ceil(text.length * 0.75));
+  const starts: number[] = [];
+  const ranks: number[] = [];
+  let top = 0;
+  let line = 1;
+  const bad = (i: number): never => {
+    const from = text.lastIndexOf('\n', i - 1) + 1;
+    const to = text.indexOf('\n', i);
+    throw new TokenizerFormatError(`${source}, line ${line}: expected "<base64 token> <rank>", got ${JSON.stringify(text.slice(from, to < 0 ? undefined : to).slice(0, 80))}`);
+  };
+  for (let i = 0; i < text.length; ) {
+    const c0 = text.charCodeAt(i);
+    if (c0 === 10 || c0 === 13) {
+      if (c0 === 10) line++;
+      i++;
+      continue;
     }
-    while (tokens.length <= rank) tokens.push(null);
-    if (tokens[rank] !== null) throw new TokenizerFormatError(`${source}, line ${i + 1}: rank ${rank} appears twice`);
-    tokens[rank] = new Uint8Array(Buffer.from(line.slice(0, sp), 'base64'));
+    // base64 token: groups of four symbols, '=' padding at the end
+    const begin = top;
+    let acc = 0;
+    let bits = 0;
+    for (; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 32) break;
+      if (c === 61) continue; // '='
+      const v = c < 128 ? B64[c]! : -1;
+      if (v < 0) bad(i);
+      acc = ((acc << 6) | v) & 0xffffff;
+      bits += 6;
+      if (bits >= 8) {
+        bits -= 8;
+        arena[top++] = (acc >> bits) & 255;
+      }
+    }
+    if (i >= text.length || text.charCodeAt(i) !== 32) bad(i);
+    i++;
+    let rank = 0;
+    let digits = 0;
+    for (; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 10 || c === 13) break;
+      if (c < 48 || c > 57) bad(i);
+      rank = rank * 10 + (c - 48);
+      digits++;
+    }
+    if (digits === 0) bad(i);
+    starts.push(begin, top);
+    ranks.push(rank);
+  }
+  let size = 0;
+  for (const r of ranks) size = Math.max(size, r + 1);
+  const tokens: (Uint8Array | null)[] = new Array(size).fill(null);
+  for (let k = 0; k < ranks.length; k++) {
+    const r = ranks[k]!;
+    if (tokens[r] !== null) throw new TokenizerFormatError(`${source}: rank ${r} appears twice`);
+    tokens[r] = arena.subarray(starts[2 * k]!, starts[2 * k + 1]!);
   }
   return tokens;
 }

@@ -9,7 +9,10 @@
         "native/src/gemm.c",
         "native/src/elementwise.c",
         "native/src/fused.c",
-        "native/src/attention.c"
+        "native/src/attention.c",
+        "native/src/vk_avx512.c",
+        "native/src/vk_avx2.c",
+        "native/src/vk_scalar.c"
       ],
       "cflags": ["-O3", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-unused-parameter"],
       "cflags!": ["-O2", "-O0", "-fno-exceptions"],

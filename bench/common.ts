@@ -170,12 +170,14 @@ export interface RepeatedMeasurement extends Measurement {
   per_call_s: number;
 }
 
-/** Trials of `reps` back-to-back calls of a short synchronous fn, each trial >= minSeconds. */
+/** Trials of `reps` back-to-back calls of a short synchronous fn, each trial >= minSeconds.
+ *  `warmup` counts untimed calls of fn (not trials) before calibration. */
 export async function benchRepeated(fn: () => void, opts: TrialOptions & { minSeconds?: number }): Promise<RepeatedMeasurement> {
+  for (let i = 0; i < (opts.warmup ?? 1); i++) fn();
   const reps = calibrateReps(fn, opts.minSeconds ?? 0.25);
   const m = await runTrials(() => {
     for (let i = 0; i < reps; i++) fn();
-  }, { ...opts, warmup: opts.warmup ?? 0 });
+  }, { ...opts, warmup: 0 });
   return { ...m, reps, per_call_s: m.median_s / reps };
 }
 

@@ -55,7 +55,7 @@ async function candidate(): Promise<{ path: string; fn: () => void }> {
 async function main(): Promise<void> {
   const trials = Number(arg('trials') ?? 7);
   const { path: measured, fn } = await candidate();
-  const plinth = await benchRepeated(fn, { trials, warmup: 1000 });
+  const plinth = await benchRepeated(fn, { trials, warmup: 20000 });
   const plinthUs = plinth.per_call_s * 1e6;
   let torchUs: number | null = null;
   let torch: Record<string, unknown> | null = null;

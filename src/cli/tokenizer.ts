@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { ArgumentError } from '../errors.js';
 import { loadTokenizer, trainTokenizer } from '../tokenizers/index.js';
-import type { TrainProgress } from '../tokenizers/index.js';
+import type { TrainTokenizerProgress } from '../tokenizers/index.js';
 
 interface TrainCliOptions {
   input: string[];
@@ -57,7 +57,7 @@ async function train(opts: TrainCliOptions): Promise<void> {
     ? new cliProgress.SingleBar({ format: '{phase} [{bar}] {percentage}% | {value}/{total}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic)
     : null;
   let phase = '';
-  const onProgress = (p: TrainProgress) => {
+  const onProgress = (p: TrainTokenizerProgress) => {
     if (!bar) return;
     const label = p.phase === 'count' ? 'counting words (bytes)' : 'merging (merges)';
     if (label !== phase) {

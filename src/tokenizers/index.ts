@@ -1,10 +1,10 @@
 // Public API of the tokenizers layer.
 export { loadTokenizer } from './load.js';
-export type { LoadOptions } from './load.js';
+export type { LoadTokenizerOptions } from './load.js';
 export { trainTokenizer } from './train.js';
-export type { TrainOptions, TrainProgress } from './train.js';
+export type { TrainTokenizerOptions, TrainTokenizerProgress } from './train.js';
 export { Tokenizer } from './tokenizer.js';
-export type { AddedToken, BatchEncoding, BatchOptions, ChatEncoding, EncodeOptions, Encoding, TokenizerConfig } from './tokenizer.js';
+export type { AddedToken, BatchEncoding, EncodeBatchOptions, ChatEncoding, EncodeOptions, TokenEncoding, TokenizerConfig } from './tokenizer.js';
 export { tokenizerFromJSON } from './tokenizer-json.js';
 export type { ChatMessage, ChatTemplateOptions } from './chat.js';
 export { CHATML_TEMPLATE } from './chat.js';

@@ -8,7 +8,7 @@ import { TIKTOKEN_ENCODINGS, builtinRanks, parseTiktokenRanks } from './tiktoken
 import { Tokenizer } from './tokenizer.js';
 import { tokenizerFromJSON } from './tokenizer-json.js';
 
-export interface LoadOptions {
+export interface LoadTokenizerOptions {
   /** For a .tiktoken file: its pre-tokenizer pattern or built-in name ('gpt2', 'cl100k', 'o200k'). */
   pattern?: string;
   /** For a .tiktoken file: special tokens and their ids. */
@@ -38,7 +38,7 @@ function readJson(file: string): unknown {
  * present); a .tiktoken rank file (with options.pattern); or a folder holding tokenizer.json (and
  * optionally tokenizer_config.json), or a tokenizer.json file.
  */
-export function loadTokenizer(nameOrPath: string, options: LoadOptions = {}): Tokenizer {
+export function loadTokenizer(nameOrPath: string, options: LoadTokenizerOptions = {}): Tokenizer {
   if (typeof nameOrPath !== 'string' || nameOrPath === '') throw new ArgumentError('loadTokenizer expects an encoding name or a path');
   const builtin = TIKTOKEN_ENCODINGS[nameOrPath];
   if (builtin && !existsSync(nameOrPath)) {

@@ -80,7 +80,11 @@ export class SentencePieceBpe implements Model, PairSource {
     const sym: number[] = [];
     const symStart: number[] = [];
     const symEnd: number[] = [];
-    const prepend = this.opts.prepend === 'always' || (this.opts.prepend === 'first' && first);
+    // The Prepend normalizer always adds "▁"; the Metaspace pre-tokenizer only when the text does
+    // not already start with one (a space).
+    const prepend =
+      (this.opts.prepend === 'always' || (this.opts.prepend === 'first' && first)) &&
+      !(this.opts.style === 'metaspace' && text.charCodeAt(start) === 32);
     if (prepend) this.pushChar(0x2581, start, start, sym, symStart, symEnd);
     for (let i = start; i < end; ) {
       const cp = text.codePointAt(i)!;

@@ -43,13 +43,13 @@ export interface EncodeOptions {
   allowedSpecial?: 'all' | 'none' | readonly string[];
 }
 
-export interface Encoding {
+export interface TokenEncoding {
   ids: number[];
   /** [start, end) of each token in the input string, in UTF-16 code units; [0, 0] for template tokens. */
   offsets: [number, number][];
 }
 
-export interface BatchOptions extends EncodeOptions {
+export interface EncodeBatchOptions extends EncodeOptions {
   /** 'longest' pads to the longest sequence, 'max_length' to maxLength; true = 'longest'. Default: no padding. */
   padding?: boolean | 'longest' | 'max_length';
   /** Cut sequences to maxLength (the template's tokens are kept). */
@@ -194,7 +194,7 @@ export class Tokenizer {
     return this.idBuf.length;
   }
 
-  encodeWithOffsets(text: string, options?: EncodeOptions): Encoding {
+  encodeWithOffsets(text: string, options?: EncodeOptions): TokenEncoding {
     this.idBuf.reset();
     this.offBuf.reset();
     this.encodeInto(text, options, this.idBuf, this.offBuf);
@@ -269,7 +269,7 @@ export class Tokenizer {
     return out;
   }
 
-  encodeBatch(texts: readonly string[], options: BatchOptions = {}): BatchEncoding {
+  encodeBatch(texts: readonly string[], options: EncodeBatchOptions = {}): BatchEncoding {
     if (!Array.isArray(texts)) throw new ArgumentError('encodeBatch expects an array of strings');
     const { truncation = false, maxLength, padSide = 'right' } = options;
     const padding = options.padding === true ? 'longest' : options.padding || false;

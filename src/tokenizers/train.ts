@@ -19,13 +19,13 @@ import { Tokenizer } from './tokenizer.js';
 import { CLS_PUNCT, CLS_WS, charClass, utf8Encoder } from './unicode.js';
 import { WordPiece, bertNormalize } from './wordpiece.js';
 
-export interface TrainProgress {
+export interface TrainTokenizerProgress {
   phase: 'count' | 'merge';
   done: number;
   total: number;
 }
 
-export interface TrainOptions {
+export interface TrainTokenizerOptions {
   /** 'bpe' (byte-level, default), 'sentencepiece' (Llama 2 style BPE with byte fallback) or 'wordpiece'. */
   model?: 'bpe' | 'sentencepiece' | 'wordpiece';
   /** Text files to read (streamed). */
@@ -45,7 +45,7 @@ export interface TrainOptions {
   pattern?: string;
   /** WordPiece: lower-case and strip accents (default true). */
   lowercase?: boolean;
-  onProgress?: (p: TrainProgress) => void;
+  onProgress?: (p: TrainTokenizerProgress) => void;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ export function learnMerges(
 // ---------------------------------------------------------------------------------------------
 // Reading the corpus into word counts.
 
-async function* chunksOf(opts: TrainOptions, onBytes: (n: number) => void): AsyncGenerator<string | null> {
+async function* chunksOf(opts: TrainTokenizerOptions, onBytes: (n: number) => void): AsyncGenerator<string | null> {
   if (opts.files) {
     for (const f of opts.files) {
       for await (const chunk of createReadStream(f, { encoding: 'utf8', highWaterMark: 1 << 20 })) {
@@ -207,7 +207,7 @@ async function* chunksOf(opts: TrainOptions, onBytes: (n: number) => void): Asyn
  * one, so it is carried over instead of counted.
  */
 async function countWords(
-  opts: TrainOptions,
+  opts: TrainTokenizerOptions,
   split: (text: string) => number[],
 ): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
@@ -233,7 +233,7 @@ async function countWords(
   return counts;
 }
 
-function checkOptions(opts: TrainOptions): void {
+function checkOptions(opts: TrainTokenizerOptions): void {
   if (!opts || typeof opts !== 'object') throw new ArgumentError('trainTokenizer expects an options object');
   if (!Number.isInteger(opts.vocabSize) || opts.vocabSize <= 0) {
     throw new ArgumentError(`vocabSize must be a positive integer, got ${opts.vocabSize}`);
@@ -245,7 +245,7 @@ function checkOptions(opts: TrainOptions): void {
 }
 
 /** Trains a tokenizer on files and/or text. */
-export async function trainTokenizer(opts: TrainOptions): Promise<Tokenizer> {
+export async function trainTokenizer(opts: TrainTokenizerOptions): Promise<Tokenizer> {
   checkOptions(opts);
   const kind = opts.model ?? 'bpe';
   if (kind === 'bpe') return trainByteLevel(opts);
@@ -258,11 +258,11 @@ function tooSmall(vocabSize: number, base: number, what: string): never {
   throw new ArgumentError(`vocabSize ${vocabSize} is smaller than the base alphabet: ${what} = ${base} tokens`);
 }
 
-function mergeProgress(opts: TrainOptions, total: number): (done: number) => void {
+function mergeProgress(opts: TrainTokenizerOptions, total: number): (done: number) => void {
   return (done) => opts.onProgress?.({ phase: 'merge', done, total });
 }
 
-async function trainByteLevel(opts: TrainOptions): Promise<Tokenizer> {
+async function trainByteLevel(opts: TrainTokenizerOptions): Promise<Tokenizer> {
   const specials = opts.specialTokens ?? ['<|endoftext|>', '<|im_start|>', '<|im_end|>'];
   const base = 256 + specials.length;
   if (opts.vocabSize < base) tooSmall(opts.vocabSize, base, `256 bytes + ${specials.length} special tokens`);
@@ -325,7 +325,7 @@ function spWords(text: string): number[] {
   return out;
 }
 
-async function trainSentencePiece(opts: TrainOptions): Promise<Tokenizer> {
+async function trainSentencePiece(opts: TrainTokenizerOptions): Promise<Tokenizer> {
   const controls = ['<unk>', '<s>', '</s>'];
   const extra = (opts.specialTokens ?? []).filter((t) => !controls.includes(t));
   const base = controls.length + 256 + extra.length;
@@ -395,7 +395,7 @@ async function trainSentencePiece(opts: TrainOptions): Promise<Tokenizer> {
   });
 }
 
-async function trainWordPiece(opts: TrainOptions): Promise<Tokenizer> {
+async function trainWordPiece(opts: TrainTokenizerOptions): Promise<Tokenizer> {
   const specials = opts.specialTokens ?? ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'];
   for (const t of ['[UNK]', '[CLS]', '[SEP]']) {
     if (!specials.includes(t)) throw new ArgumentError(`WordPiece training needs ${t} among the special tokens`);

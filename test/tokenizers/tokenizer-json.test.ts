@@ -68,6 +68,18 @@ describe('trained tokenizers through tokenizer.json', () => {
     });
   }
 
+  test('sentencepiece in the Metaspace form (prepend_scheme "first") agrees with @huggingface/tokenizers', () => {
+    const json = JSON.parse(JSON.stringify(trained.sentencepiece!.toJSON()));
+    json.normalizer = null;
+    json.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false };
+    json.decoder = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false };
+    const tok = tokenizerFromJSON(json);
+    const hf = new HfTokenizer(json, {});
+    const texts = [...inputs.slice(0, 80), 'a</s>b c', '</s> x'];
+    agreeWithHf(tok, hf, texts, true);
+    assert.deepEqual(tokenizerFromJSON(JSON.parse(JSON.stringify(tok.toJSON()))).encode(texts[0]!), tok.encode(texts[0]!));
+  });
+
   test('sentencepiece: ▁ for spaces, <s> first, byte fallback for unseen characters, lossless decode', () => {
     const tok = trained.sentencepiece!;
     const ids = tok.encode('Hello 日本');

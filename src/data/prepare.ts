@@ -212,7 +212,8 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareRes
 
 /**
  * Splits a piece of a document at document offset cutAt into [head, tail], moving the cut back to
- * just after a newline inside the piece when there is one, so that val starts on a fresh line.
+ * just after a nearby newline (so that val starts on a fresh line), else to a space (so that no word
+ * is cut in two).
  */
 function splitPiece(p: DocumentPiece, pos: number, cutAt: number): [string, string] {
   const end = pos + p.text.length;
@@ -220,7 +221,9 @@ function splitPiece(p: DocumentPiece, pos: number, cutAt: number): [string, stri
   if (cutAt <= pos) return ['', p.text];
   let k = cutAt - pos;
   const nl = p.text.lastIndexOf('\n', k - 1);
+  const sp = p.text.lastIndexOf(' ', k);
   if (nl >= 0 && nl >= k - 1024) k = nl + 1;
+  else if (sp > 0 && sp >= k - 64) k = sp;
   return [p.text.slice(0, k), p.text.slice(k)];
 }
 

@@ -9,8 +9,7 @@
 import { IndexOutOfRangeError } from '../errors.js';
 import { HASH_MUL, ByteVocab, MergeCache, PairTable } from './tables.js';
 import type { PreTokenizer } from './pretokenize.js';
-import { IdBuffer as IdBufferImpl } from './model.js';
-import type { IdBuffer } from './model.js';
+import { IdBuffer } from './model.js';
 
 export const NO_MERGE = 0x7fffffff;
 
@@ -105,7 +104,7 @@ export class ByteLevelBpe {
     if (bytes.length < 2 || this.pairs !== null) return null;
     if (bytes.length * 3 > this.buf.length) this.grow(bytes.length * 3);
     this.buf.set(bytes);
-    const out = new IdBufferImpl(8);
+    const out = new IdBuffer(8);
     this.maxRank = id;
     try {
       if (bytes.length <= SMALL_PIECE) this.mergeSmall(bytes.length, out);

@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { PlinthError } from '../errors.js';
 import { registerDemoCommand } from './demo.js';
+import { registerPrepareCommand } from './prepare.js';
 import { registerSampleCommand } from './sample.js';
 import { registerTokenizerCommands } from './tokenizer.js';
 
@@ -14,6 +15,7 @@ program
 
 registerDemoCommand(program);
 registerTokenizerCommands(program);
+registerPrepareCommand(program);
 registerSampleCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -15,10 +15,14 @@ import { fileSource, type DocumentPiece, type DocumentSource, type ReadLimits } 
 
 export interface PrepareProgress {
   phase: 'scan' | 'tokenizer' | 'encode';
-  /** Input consumed so far, in bytes. */
-  done: number;
-  /** Total input bytes, when known. */
-  total: number | null;
+  /** Input bytes consumed so far in this phase. */
+  bytes: number;
+  /** Known from the start for files, after the scan for any source; else null. */
+  totalBytes: number | null;
+  /** Documents finished so far in this phase (the tokenizer phase counts none). */
+  documents: number;
+  /** Known from the start for generated stories, after the scan for any source; else null. */
+  totalDocuments: number | null;
 }
 
 export interface PrepareOptions extends ReadLimits {
@@ -75,34 +79,46 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareRes
   if (!options.out) throw new DataError('prepare needs an output folder');
   if ((options.input === undefined) === (options.source === undefined)) throw new DataError('prepare needs exactly one of input and source');
   const source = options.source ?? fileSource(options.input!, options);
-  const progress = (phase: PrepareProgress['phase']) => {
-    let done = 0;
-    return (n: number) => {
-      done += n;
-      options.onProgress?.({ phase, done, total: source.totalBytes });
+  // Totals: bytes are known up front for files, documents for generated stories, both after a scan.
+  let totalBytes = source.totalBytes;
+  let totalDocuments = source.documents;
+  const meter = (phase: PrepareProgress['phase']) => {
+    const p: PrepareProgress = { phase, bytes: 0, totalBytes, documents: 0, totalDocuments };
+    return {
+      bytes: (n: number) => { p.bytes += n; options.onProgress?.(p); },
+      document: () => { p.documents++; options.onProgress?.(p); },
     };
   };
 
-  // 1. Scan: count documents (and, for few documents, their lengths) to choose the split.
+  // 1. Scan: count documents (and, for few documents, their lengths) to choose the split. A source
+  // that knows it has enough documents for a per-document split needs no scan.
   const lengths: number[] = [];
   let documents = 0;
   let bytes = 0;
-  let length = 0;
-  const onScan = progress('scan');
-  for await (const p of source.pieces((n) => { bytes += n; onScan(n); })) {
-    length += p.text.length;
-    if (!p.last) continue;
-    if (length > 0) {
-      documents++;
-      if (lengths.length <= MIN_VAL_DOCUMENTS / Math.max(valFraction, 1e-9)) lengths.push(length);
+  const scan = source.documents === null || (valFraction > 0 && source.documents * valFraction < MIN_VAL_DOCUMENTS);
+  if (scan) {
+    const m = meter('scan');
+    let length = 0;
+    for await (const p of source.pieces((n) => { bytes += n; m.bytes(n); })) {
+      length += p.text.length;
+      if (!p.last) continue;
+      if (length > 0) {
+        documents++;
+        m.document();
+        if (lengths.length <= MIN_VAL_DOCUMENTS / Math.max(valFraction, 1e-9)) lengths.push(length);
+      }
+      length = 0;
     }
-    length = 0;
+    if (documents === 0) throw new DataError(`no text in ${source.description}`);
+    totalBytes = bytes;
+    totalDocuments = documents;
+  } else {
+    documents = source.documents!;
   }
-  if (documents === 0) throw new DataError(`no text in ${source.description}`);
   const mode: 'documents' | 'tail' = valFraction > 0 && documents * valFraction < MIN_VAL_DOCUMENTS ? 'tail' : 'documents';
 
   // 2. The tokenizer.
-  const tokenizer = await getTokenizer(options, source, progress('tokenizer'));
+  const tokenizer = await getTokenizer(options, source, meter('tokenizer').bytes);
   const eosId = tokenizer.specialId('eosToken') ?? null;
   const bosId = tokenizer.specialId('bosToken') ?? null;
   // Before every document: the beginning-of-text token where there is one (Llama's <s>), else the
@@ -147,7 +163,9 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareRes
     let doc = 0;
     let pos = 0; // characters of the current document seen so far
     const opened: Record<SplitName, boolean> = { train: false, val: false };
-    for await (const p of source.pieces(progress('encode'))) {
+    const m = meter('encode');
+    let encodedBytes = 0;
+    for await (const p of source.pieces((n) => { encodedBytes += n; m.bytes(n); })) {
       if (p.first) {
         pos = 0;
         opened.train = opened.val = false;
@@ -166,8 +184,14 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareRes
         if (tail !== '') opened.val = true;
       }
       pos += p.text.length;
-      if (p.last && pos > 0) doc++;
+      if (p.last && pos > 0) {
+        doc++;
+        m.document();
+      }
     }
+    if (doc === 0) throw new DataError(`no text in ${source.description}`);
+    documents = doc;
+    bytes = encodedBytes;
     const trainShards = writers.train.finish();
     const valShards = writers.val.finish();
     tokenizer.save(path.join(out, tokenizerDir));

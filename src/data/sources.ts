@@ -39,6 +39,8 @@ export interface DocumentSource {
   readonly description: string;
   /** Total input bytes when known in advance (files), for progress; else null. */
   readonly totalBytes: number | null;
+  /** Number of (non-empty) documents when known in advance (generated stories); else null. */
+  readonly documents: number | null;
   /** Streams every document from the start; each call starts over. onBytes reports input consumed. */
   pieces(onBytes?: (n: number) => void): AsyncGenerator<DocumentPiece>;
   readonly stats: ReadStats;
@@ -106,6 +108,7 @@ export function fileSource(inputs: readonly string[], limits: ReadLimits = {}): 
   return {
     description: `${what} (${files.length} file${files.length === 1 ? '' : 's'})`,
     totalBytes,
+    documents: null,
     stats,
     async *pieces(onBytes) {
       for (const f of files) {
@@ -210,13 +213,18 @@ function* splitDocument(text: string, maxPieceChars: number): Generator<Document
   yield { text, first, last: true };
 }
 
-/** Documents from any (re-iterable) collection of strings, e.g. an array in a test. */
-export function documentSource(description: string, documents: () => Iterable<string> | AsyncIterable<string>, limits: ReadLimits = {}): DocumentSource {
+/**
+ * Documents from any (re-iterable) collection of strings, e.g. an array in a test; `count`, when
+ * given, promises how many non-empty documents there are.
+ */
+export function documentSource(description: string, documents: () => Iterable<string> | AsyncIterable<string>,
+  limits: ReadLimits & { count?: number } = {}): DocumentSource {
   const { maxPieceChars } = limitsOf(limits);
   const stats: ReadStats = { maxBufferedChars: 0 };
   return {
     description,
     totalBytes: null,
+    documents: limits.count ?? null,
     stats,
     async *pieces(onBytes) {
       for await (const doc of documents()) {
@@ -233,5 +241,5 @@ export function storySource(options: CorpusOptions): DocumentSource {
   const n = options.stories !== undefined ? `${options.stories} synthetic stories` : `${options.bytes} bytes of synthetic stories`;
   return documentSource(`${n} (seed ${options.seed ?? 0})`, function* () {
     for (const s of corpusStories(options)) yield s.text;
-  });
+  }, { count: options.stories });
 }

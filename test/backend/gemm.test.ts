@@ -1,6 +1,6 @@
 // The native GEMM against the ref kernel on random shapes: odd and prime sizes, 1s, all four
 // transpose combinations, batches with stride-0 broadcast, accumulate on and off, and sizes that
-// cross every cache block (KC = 320 depth, MB = 1200 rows, NB = 512 columns per thread) and every
+// cross every cache block (KC = 320 depth, MB = 1200 rows, NB = 256 columns per thread) and every
 // microkernel tile (12x32 AVX-512, 6x16 AVX2, 4x8 scalar), and the matrix-vector path (M or N = 1).
 // The same checks rerun in child processes with PLINTH_ISA=avx2 and PLINTH_ISA=scalar, and with
 // one thread, so every path runs in `npm test`.
@@ -53,7 +53,7 @@ const SIZES: [number, number, number][] = [
   [131, 1, 257], [1000, 1, 300], [23, 2, 641], // one or two columns (matrix-vector, or threads split rows)
   [64, 64, 32], [97, 101, 103], [127, 131, 67], // primes, big enough to use both threads
   [1201, 70, 5], // two MB row blocks
-  [24, 1100, 11], // over NB columns per thread
+  [24, 1100, 11], [30, 600, 9], // over NB columns per thread
   [40, 70, 700], // three KC blocks
 ];
 

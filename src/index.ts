@@ -7,4 +7,5 @@ export * from './nn/index.js';
 export * from './models/index.js';
 export * from './tokenizers/index.js';
 export * from './io/index.js';
+export * from './data/index.js';
 export * from './infer/index.js';

@@ -5,8 +5,9 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } fr
 import path from 'node:path';
 import { ArgumentError } from '../errors.js';
 import { writeFileAtomic } from '../io/index.js';
+import type { Batch } from '../data/index.js';
 import type { CausalLM } from '../models/index.js';
-import { getRngState, noGrad, type Tensor } from '../tensor/index.js';
+import { getRngState, noGrad } from '../tensor/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import { AdamW } from './adamw.js';
 import { loadTrainingCheckpoint, saveTrainingCheckpoint, type TrainerState } from './checkpoint.js';
@@ -14,19 +15,12 @@ import { clipGradNorm } from './clip.js';
 import { lossCurveSvg } from './plot.js';
 import { cosineLr } from './schedule.js';
 
-export interface Batch {
-  /** (B, T) token ids, i32. */
-  inputs: Tensor;
-  /** (B, T) next-token targets, i32 (−100 = no target). */
-  targets: Tensor;
-}
-
-/** Where batches come from: a seeded, resumable stream. */
+/** Where batches come from: a seeded, resumable stream (a data BatchSampler is one). */
 export interface BatchSource {
   next(): Batch;
-  /** A JSON-serialisable position; restore(state()) makes next() continue identically. */
+  /** A JSON-serialisable position; setState(state()) makes next() continue identically. */
   state(): unknown;
-  restore(state: unknown): void;
+  setState(state: never): void;
 }
 
 export interface TrainConfig {
@@ -143,7 +137,7 @@ export function train(run: TrainRun): TrainResult {
   if (run.resume) {
     if (!outDir) throw new ArgumentError('resume needs the run folder (outDir)');
     const state = loadTrainingCheckpoint(outDir, model, opt);
-    run.train.restore(state.data);
+    run.train.setState(state.data as never);
     startStep = state.step;
     valLoss = state.valLoss;
     // Keep the metrics of the steps the checkpoint covers; later lines belong to the lost future.

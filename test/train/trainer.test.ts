@@ -28,7 +28,7 @@ class PatternSource implements BatchSource {
     return { inputs: pl.tensor(inputs, { shape: [this.B, this.T] }), targets: pl.tensor(targets, { shape: [this.B, this.T] }) };
   }
   state() { return { draws: this.draws }; }
-  restore(s: unknown) { this.draws = (s as { draws: number }).draws; }
+  setState(s: { draws: number }) { this.draws = s.draws; }
 }
 
 const cfg = { steps: 8, lr: 1e-2, warmupSteps: 2, gradClip: 1.0, evalEvery: 4, evalBatches: 2, checkpointEvery: 3 };
@@ -95,7 +95,7 @@ test('gradient accumulation of k micro-batches of size B equals one batch of siz
       return { inputs: this.batch.inputs.slice(0, j * n, (j + 1) * n).contiguous(), targets: this.batch.targets.slice(0, j * n, (j + 1) * n).contiguous() };
     }
     state() { return this.i; }
-    restore(s: unknown) { this.i = s as number; }
+    setState(s: number) { this.i = s; }
   }
   const run = (parts: number) => {
     pl.manualSeed(9);

@@ -665,6 +665,7 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
     return NULL;
   if (j.B * j.H * j.Tq == 0) return NULL;
   j.threads = pl_num_threads();
+  /* Q, O; K, V; S; m, l, shift */
   j.scratch_per_thread = (2 * BR * j.D + 2 * BC * j.D + BC * BR + 3 * BR + 7) / 8 * 8;
   j.scratch = calloc((size_t)(j.threads * j.scratch_per_thread), sizeof(double));
   if (!j.scratch) { pl_fail(&a, "out of memory for tile scratch"); return NULL; }
@@ -696,7 +697,7 @@ static napi_value js_attention_backward(napi_env env, napi_callback_info info) {
   memset(dv, 0, (size_t)nk * sizeof(float));
   if (nq == 0 || nk == 0) return NULL;
   j.threads = pl_num_threads();
-  /* the backward tiles need more than the row-statistics pass, which shares them */
+  /* Kt, Vt, K, dK, dV; Q, dO; P, dS. The row-statistics pass uses less, from the same space. */
   j.scratch_per_thread = (5 * BC * j.D + 2 * BR * j.D + 2 * BR * BC + 7) / 8 * 8;
   j.scratch = calloc((size_t)(j.threads * j.scratch_per_thread), sizeof(double));
   j.lse64 = malloc((size_t)(2 * rows) * sizeof(double));

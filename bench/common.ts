@@ -4,7 +4,7 @@
 //   meanwhile: busy ticks of the whole machine (/proc/stat) minus this process's own CPU time
 //   (rusage, which covers the native thread pool too). A trial is clean when others used < 0.10 cores.
 // - Before measuring, and after each disturbed trial, we wait (at most BENCH_QUIET_WAIT seconds,
-//   default 30) for an idle machine.
+//   default 30, and at most twice that in all per measurement) for an idle machine.
 // - Trials run until `trials` clean ones are in, or `maxTrials` (3x by default) in all. The median is
 //   over clean trials when there are at least 3, else over all trials (n_clean says which).
 // - cpu_per_wall = process CPU time / wall time over the trials, so hidden threads show.
@@ -123,14 +123,20 @@ export interface Measurement {
 export async function runTrials(fn: () => void | Promise<void>, opts: TrialOptions): Promise<Measurement> {
   const maxTrials = opts.maxTrials ?? 3 * opts.trials;
   for (let i = 0; i < (opts.warmup ?? 1); i++) await fn();
-  await waitForQuiet();
+  // Each wait is capped by the limit, and all waits of one measurement by twice the limit, so a
+  // machine that never goes idle costs minutes, not an hour (the trials then say n_clean).
+  let budget = 2 * quietWaitLimit();
+  const wait = async (): Promise<void> => {
+    budget -= (await waitForQuiet(Math.min(quietWaitLimit(), Math.max(0, budget)))).waited_s;
+  };
+  await wait();
   const trials: Trial[] = [];
   let clean = 0;
   while (clean < opts.trials && trials.length < maxTrials) {
     const t = await timeTrial(fn);
     trials.push(t);
     if (t.clean) clean++;
-    else if (clean < opts.trials && trials.length < maxTrials) await waitForQuiet();
+    else if (clean < opts.trials && trials.length < maxTrials) await wait();
   }
   return summarise(trials);
 }

@@ -3,8 +3,8 @@
 A trial is one timed unit of work. Each trial records the cores other processes used meanwhile
 (/proc/stat busy ticks minus this process's own rusage, which covers every thread of the process,
 OpenBLAS's included); a trial is clean when others used < 0.10 cores. We wait (at most
-BENCH_QUIET_WAIT seconds, default 30) for an idle machine before measuring and after each
-disturbed trial, run until `trials` clean trials or `max_trials` in all, and take the median over
+BENCH_QUIET_WAIT seconds, default 30, and twice that in all per measurement) for an idle machine
+before measuring and after each disturbed trial, run until `trials` clean trials or `max_trials` in all, and take the median over
 clean trials when there are at least 3, else over all trials.
 
 A peer script reads one JSON config from argv[1] and prints one JSON object as its last line.
@@ -102,7 +102,14 @@ def run_trials(fn, trials, max_trials=None, warmup=1):
     max_trials = 3 * trials if max_trials is None else max_trials
     for _ in range(warmup):
         fn()
-    wait_for_quiet()
+    # each wait is capped by the limit, and all waits of one measurement by twice the limit
+    budget = [2 * quiet_wait_limit()]
+
+    def wait():
+        waited, _ = wait_for_quiet(min(quiet_wait_limit(), max(0.0, budget[0])))
+        budget[0] -= waited
+
+    wait()
     done = []
     clean = 0
     while clean < trials and len(done) < max_trials:
@@ -111,7 +118,7 @@ def run_trials(fn, trials, max_trials=None, warmup=1):
         if t["clean"]:
             clean += 1
         elif clean < trials and len(done) < max_trials:
-            wait_for_quiet()
+            wait()
     return summarise(done)
 
 

@@ -1,6 +1,7 @@
 // Public API of the data layer: the synthetic story world, document sources, token shards and the
 // batch sampler.
-export * from './world.js';
+// The world model as a namespace (pl.world.applyEvent, pl.world.factsOf, ...): its names are generic.
+export * as world from './world.js';
 export { generateStory, generateCorpus, corpusStories, corpusStorySeed, type Story, type StoryOptions, type CorpusOptions } from './stories.js';
 export { renderStory, type Sentence, type SentenceKind } from './templates.js';
 export { RandomStream, deriveSeed, type StreamState } from './rng.js';

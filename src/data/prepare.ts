@@ -5,10 +5,11 @@
 // tokenizer (trained on the first trainBytes of text, unless one is given), then encoding.
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../io/index.js';
 import { loadTokenizer, trainTokenizer, Tokenizer } from '../tokenizers/index.js';
 import { DataError } from './errors.js';
 import {
-  MANIFEST_FILE, MANIFEST_FORMAT, ShardWriter, dtypeForVocab, readManifest, removeDataset, writeFileAtomic,
+  MANIFEST_FILE, MANIFEST_FORMAT, ShardWriter, dtypeForVocab, readManifest, removeDataset,
   type Manifest, type SplitName,
 } from './shards.js';
 import { fileSource, type DocumentPiece, type DocumentSource, type ReadLimits } from './sources.js';

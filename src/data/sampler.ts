@@ -77,6 +77,7 @@ export class BatchSampler {
     return { seed: this.seed, epoch: this.epoch, cursor: this.cursor };
   }
 
+  /** Continues from a position saved with state(). */
   setState(s: SamplerState): void {
     for (const k of ['seed', 'epoch', 'cursor'] as const) {
       if (!Number.isInteger(s?.[k]) || s[k] < 0) throw new DataError(`sampler state ${k} must be a non-negative integer, got ${s?.[k]}`);

@@ -60,19 +60,6 @@ function newTokenArray(dtype: TokenDType, n: number): TokenArray {
   return dtype === 'uint16' ? new Uint16Array(n) : new Uint32Array(n);
 }
 
-/** Writes `text` to `file` atomically: a temporary file in the same folder, flushed, then renamed. */
-export function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
-}
-
 // ---- writing -------------------------------------------------------------------------------------
 
 /**

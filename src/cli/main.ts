@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { PlinthError } from '../errors.js';
 import { registerDemoCommand } from './demo.js';
 import { registerPrepareCommand } from './prepare.js';
+import { registerPretrainCommand } from './pretrain.js';
 import { registerSampleCommand } from './sample.js';
 import { registerTokenizerCommands } from './tokenizer.js';
 
@@ -17,6 +18,7 @@ registerDemoCommand(program);
 registerTokenizerCommands(program);
 registerPrepareCommand(program);
 registerSampleCommand(program);
+registerPretrainCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof PlinthError) {

@@ -34,8 +34,10 @@ export function registerSampleCommand(program: Command): void {
       const { model, tokenizer, generationConfig } = loadCheckpoint(o.model);
       if (!tokenizer) throw new ArgumentError(`${o.model} has no tokenizer.json: cannot turn the prompt into ids`);
       manualSeed(Number(o.seed));
-      const bos = tokenizer.specialId('bosToken') ?? (generationConfig.bos_token_id as number | undefined);
-      const eos = tokenizer.specialId('eosToken') ?? (generationConfig.eos_token_id as number | undefined);
+      // Documents start after a beginning-of-text token (or, GPT-2 style, an end-of-text one).
+      const id = (v: unknown) => (typeof v === 'number' ? v : undefined);
+      const eos = tokenizer.specialId('eosToken') ?? id(generationConfig.eos_token_id);
+      const bos = tokenizer.specialId('bosToken') ?? id(generationConfig.bos_token_id) ?? eos;
       const prompt = [...(bos !== undefined ? [bos] : []), ...tokenizer.encode(o.prompt)];
       if (prompt.length === 0) throw new ArgumentError('the prompt is empty and the tokenizer has no beginning-of-text token: give --prompt');
       const samples: string[] = [];

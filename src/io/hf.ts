@@ -57,6 +57,8 @@ export function loadModel(dir: string): CausalLM {
 
 export function loadCheckpoint(dir: string): LoadedModel {
   if (!existsSync(dir)) throw new CheckpointError(`model folder ${dir} does not exist`);
+  // A training run folder holds its model in checkpoint/.
+  if (!existsSync(path.join(dir, 'config.json')) && existsSync(path.join(dir, 'checkpoint', 'config.json'))) dir = path.join(dir, 'checkpoint');
   const config = readJson(path.join(dir, 'config.json'));
   const model = createModel(config, { init: false });
   model.loadStateDict(readWeights(dir));

@@ -62,6 +62,8 @@ export interface TrainRun {
   generationConfig?: Record<string, unknown>;
   /** Continue from the checkpoint in outDir. */
   resume?: boolean;
+  /** Stop cleanly (checkpoint written, resumable) once training has run this long. */
+  maxSeconds?: number;
   /** Checkpoint and stop cleanly on SIGINT (default true when outDir is set). */
   handleSigint?: boolean;
   /** Called after every step (progress display). */
@@ -201,6 +203,7 @@ export function train(run: TrainRun): TrainResult {
       if (metricsFile) appendFileSync(metricsFile, `${JSON.stringify(m)}\n`);
       run.onStep?.(m, c.steps);
       if (c.checkpointEvery > 0 && step % c.checkpointEvery === 0 && step < c.steps) checkpoint(step);
+      if (run.maxSeconds !== undefined && m.elapsed >= run.maxSeconds) stop = true;
     }
     checkpoint(step);
   } finally {

@@ -9,7 +9,7 @@ import { writeFileAtomic } from '../io/index.js';
 import { loadTokenizer, trainTokenizer, Tokenizer } from '../tokenizers/index.js';
 import { DataError } from './errors.js';
 import {
-  MANIFEST_FILE, MANIFEST_FORMAT, ShardWriter, dtypeForVocab, readManifest, removeDataset,
+  MANIFEST_FILE, MANIFEST_FORMAT, ShardWriter, dtypeForVocab, readManifest, removeUnreferenced,
   type Manifest, type SplitName,
 } from './shards.js';
 import { fileSource, type DocumentPiece, type DocumentSource, type ReadLimits } from './sources.js';
@@ -140,6 +140,7 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareRes
   } catch {
     old = null;
   }
+  removeUnreferenced(out, old);
   const generation = (old?.generation ?? 0) + 1;
   const shardTokens = options.shardTokens ?? 100_000_000;
   const bufferTokens = options.bufferTokens ?? 1 << 20;
@@ -214,7 +215,7 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareRes
       source: { description: source.description, documents, bytes },
     };
     writeFileAtomic(path.join(out, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
-    if (old) removeDataset(out, old, manifest);
+    removeUnreferenced(out, manifest);
     return {
       dir: out,
       manifest,

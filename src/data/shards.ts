@@ -3,7 +3,7 @@
 // by manifest.json. The manifest is written last and atomically, and every file it names carries
 // the dataset's generation number, so a new prepare never overwrites a file an existing manifest
 // points at: an interrupted prepare leaves the previous dataset (or none) intact.
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { DataError } from './errors.js';
 
@@ -183,14 +183,18 @@ export function readManifest(dir: string): Manifest {
   return m;
 }
 
-/** Removes the files of an older dataset in dir that `keep` does not name. */
-export function removeDataset(dir: string, old: Manifest, keep: Manifest | null): void {
+/** The names prepare gives the files of a dataset (with their temporaries). */
+const DATASET_FILE = /^((train|val)\.g\d+-\d{5}\.bin(\.tmp)?|tokenizer\.g\d+)$/;
+
+/**
+ * Removes from dir every dataset file or tokenizer folder that `keep` does not name: an older
+ * dataset it replaced, and whatever an interrupted prepare left behind.
+ */
+export function removeUnreferenced(dir: string, keep: Manifest | null): void {
   const kept = new Set(keep ? [...keep.splits.train.shards, ...keep.splits.val.shards].map((s) => s.file) : []);
-  for (const s of [...old.splits.train.shards, ...old.splits.val.shards]) {
-    if (!kept.has(s.file)) rmSync(path.join(dir, s.file), { force: true });
-  }
-  if (old.tokenizer !== keep?.tokenizer && old.tokenizer !== '.' && !old.tokenizer.includes('..')) {
-    rmSync(path.join(dir, old.tokenizer), { recursive: true, force: true });
+  if (keep) kept.add(keep.tokenizer);
+  for (const name of readdirSync(dir)) {
+    if (DATASET_FILE.test(name) && !kept.has(name)) rmSync(path.join(dir, name), { recursive: true, force: true });
   }
 }
 

@@ -200,6 +200,15 @@ test('a second prepare replaces the dataset atomically; an interrupted one leave
   assert.deepEqual(readManifest(out), second.manifest, 'the manifest still describes the second dataset');
   assert.deepEqual(readdirSync(out).sort(), files, 'no partial or temporary files are left');
   assert.deepEqual(documentsOf(out, 'train', TOKENIZER), stories(6, 50).filter((_, i) => !isVal(i, 0.1)));
+
+  // What a killed prepare leaves behind goes at the next one; files that are not the dataset's stay.
+  writeFileSync(path.join(out, 'train.g3-00004.bin.tmp'), 'partial');
+  mkdirSync(path.join(out, 'tokenizer.g3'));
+  writeFileSync(path.join(out, 'notes.txt'), 'mine');
+  const third = await prepareShards({ source: documentSource('d', () => stories(7, 50)), ...opts });
+  const expected = [MANIFEST_FILE, 'notes.txt', third.manifest.tokenizer, ...third.manifest.splits.train.shards.map((x) => x.file),
+    ...third.manifest.splits.val.shards.map((x) => x.file)];
+  assert.deepEqual(readdirSync(out).sort(), expected.sort());
 });
 
 test('clear errors: no text, missing paths, bad JSONL, damaged shards', async () => {

@@ -139,11 +139,8 @@ export class BatchSampler {
     const T = this.blockSize;
     const inputs = out?.inputs ?? Tensor.empty([B, T], 'i32');
     const targets = out?.targets ?? Tensor.empty([B, T], 'i32');
-    for (const [name, t] of [['inputs', inputs], ['targets', targets]] as const) {
-      if (t.dtype !== 'i32' || t.shape.length !== 2 || t.shape[0] !== B || t.shape[1] !== T || !t.isContiguous()) {
-        throw new DataError(`${name} must be a contiguous (${B}, ${T}) i32 tensor, got a ${t.dtype} tensor of shape [${t.shape.join(', ')}]`);
-      }
-    }
+    checkBatchTensor('inputs', inputs, B, T);
+    checkBatchTensor('targets', targets, B, T);
     const x = inputs.data() as Int32Array;
     const y = targets.data() as Int32Array;
     const w = this.window;
@@ -155,5 +152,11 @@ export class BatchSampler {
       y.set(w.subarray(1, T + 1), b * T);
     }
     return { inputs, targets };
+  }
+}
+
+function checkBatchTensor(name: string, t: Tensor, B: number, T: number): void {
+  if (t.dtype !== 'i32' || t.shape.length !== 2 || t.shape[0] !== B || t.shape[1] !== T || !t.isContiguous()) {
+    throw new DataError(`${name} must be a contiguous (${B}, ${T}) i32 tensor, got a ${t.dtype} tensor of shape [${t.shape.join(', ')}]`);
   }
 }

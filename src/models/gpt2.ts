@@ -50,8 +50,9 @@ class GPT2Attention extends Module {
     const [B, T, C] = x.shape;
     const H = this.config.n_head;
     const D = C / H;
-    // qkv (B, T, 3C) → q, k, v each (B, T, H, D) → (B, H, T, D)
-    const [q, k, v] = this.c_attn.forward(x).split(C, 2).map((t) => t.reshape(B, T, H, D).transpose(1, 2));
+    // qkv (B, T, 3C) → (B, T, 3, H, D) → (3, B, H, T, D), one copy; q, k, v are its contiguous slices
+    const qkv = this.c_attn.forward(x).reshape(B, T, 3, H, D).permute(2, 0, 3, 1, 4).contiguous();
+    const [q, k, v] = [0, 1, 2].map((i) => qkv.select(0, i));
     const y = attend(this.layer, q, k, v, meta); // (B, H, T, D)
     return this.c_proj.forward(y.transpose(1, 2).reshape(B, T, C));
   }

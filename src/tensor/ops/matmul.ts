@@ -109,6 +109,15 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   if (a.ndim === 0 || b.ndim === 0) throw new ShapeError(`matmul: operands must have at least one dimension, got ${formatShape(a.shape)} and ${formatShape(b.shape)}`);
   const a2 = a.ndim === 1 ? reshape(a, [1, a.shape[0]]) : a;
   const b2 = b.ndim === 1 ? reshape(b, [b.shape[0], 1]) : b;
+  if (b2.ndim === 2 && a2.ndim > 2) {
+    // (…, M, K) · (K, N): fold the batch dims into M — one large GEMM instead of many small ones,
+    // and the weight gradient becomes one GEMM over all rows instead of a batched one plus a sum.
+    const lead = a2.shape.slice(0, -1);
+    const K = a2.shape[a2.ndim - 1];
+    const y = matmulND(reshape(a2, [-1, K]), b2);
+    const out = reshape(y, [...lead, y.shape[1]]);
+    return b.ndim === 1 ? reshape(out, out.shape.slice(0, -1)) : out;
+  }
   let out = matmulND(a2, b2);
   if (a.ndim === 1 && b.ndim === 1) out = reshape(out, []);
   else if (a.ndim === 1) out = reshape(out, [...out.shape.slice(0, -2), out.shape[out.ndim - 1]]);

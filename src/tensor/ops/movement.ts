@@ -145,10 +145,18 @@ export function slice(t: Tensor, dim: number, start: number, end?: number, step 
   return viewOf(t, shape, strides, t.offset + s * t.strides[d], 'slice', (g) => {
     const dx = zeros(inShape, { dtype: g.dtype });
     if (len === 0) return dx;
-    const idx = arange(s, s + len * step, step);
     const outer = numel(inShape.slice(0, d));
     const inner = numel(inShape.slice(d + 1));
-    kernels().indexAdd(fdata(g), idx.storage as Int32Array, dx.storage as Float32Array, outer, n, len, inner);
+    const gd = fdata(g);
+    if (step === 1) {
+      // dx (outer, n, inner) is zero except rows s..s+len of each outer slice, which are g's.
+      const dst = dx.storage as Float32Array;
+      const rows = len * inner;
+      for (let o = 0; o < outer; o++) dst.set(gd.subarray(o * rows, (o + 1) * rows), (o * n + s) * inner);
+    } else {
+      const idx = arange(s, s + len * step, step);
+      kernels().indexAdd(gd, idx.storage as Int32Array, dx.storage as Float32Array, outer, n, len, inner);
+    }
     return dx;
   });
 }

@@ -1,8 +1,9 @@
 // Text → tokenizer → token shards, streaming: documents pass through in bounded pieces, tokens
 // through a fixed write buffer, so a corpus larger than memory prepares in constant memory.
 //
-// Three passes over the source: a scan (documents and lengths, to choose the validation split), the
-// tokenizer (trained on the first trainBytes of text, unless one is given), then encoding.
+// Up to three passes over the source: a scan (documents and lengths, to choose the validation split;
+// skipped when the source knows its document count), the tokenizer (trained on the first trainBytes
+// of text, unless one is given), then encoding.
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../io/index.js';

@@ -23,12 +23,8 @@ for (const [cmd, args] of candidates) {
   const r = spawnSync(cmd, args, { stdio: verbose ? 'inherit' : 'pipe', encoding: 'utf8' });
   if (r.status === 0) { built = true; break; }
   if (verbose && r.error) console.error(r.error.message);
-  if (!verbose && r.stderr && r.status !== null && !r.error) {
-    process.env.PLINTH_LAST_BUILD_ERROR = r.stderr.split('\n').filter((l) => /error/i.test(l)).slice(0, 5).join('\n');
-  }
   if (r.status !== null && !r.error) break; // the tool ran and the build failed: do not retry with another copy
 }
 if (!built) {
-  console.log('plinth: the native addon could not be built; the ref backend (plain TypeScript) will be used.');
-  if (process.env.PLINTH_LAST_BUILD_ERROR) console.log(process.env.PLINTH_LAST_BUILD_ERROR);
+  console.log('plinth: the native addon could not be built (PLINTH_BUILD_VERBOSE=1 shows why); the ref backend (plain TypeScript) will be used.');
 }

@@ -36,6 +36,7 @@
  * mix cheap and expensive causal tiles. */
 #include "plinth.h"
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -615,6 +616,39 @@ static int pick_isa(void) {
 #define RUN(body, n, grain, job) pl_parallel_for(n, grain, body##_scalar, job)
 #endif
 
+/* The backward's dq accumulators are its one large buffer (threads × |q| doubles). Fresh pages cost
+ * a page fault each on first touch, which on a virtual machine can cost more than the arithmetic,
+ * and a training loop calls the backward with the same shapes every step; so the buffer is kept
+ * between calls and only grows. A concurrent caller (another JS thread) that finds it in use
+ * allocates its own. */
+static pthread_mutex_t g_dq_lock = PTHREAD_MUTEX_INITIALIZER;
+static double* g_dq_cache;
+static size_t g_dq_cache_len;
+
+/* n zeroed doubles; *cached says whether they are the kept buffer (then its lock is held). */
+static double* dq_acquire(size_t n, bool* cached) {
+  *cached = false;
+  if (pthread_mutex_trylock(&g_dq_lock) == 0) {
+    if (g_dq_cache_len < n) {
+      free(g_dq_cache);
+      g_dq_cache = malloc(n * sizeof(double));
+      g_dq_cache_len = g_dq_cache ? n : 0;
+    }
+    if (g_dq_cache) {
+      memset(g_dq_cache, 0, n * sizeof(double));
+      *cached = true;
+      return g_dq_cache;
+    }
+    pthread_mutex_unlock(&g_dq_lock);
+  }
+  return calloc(n, sizeof(double));
+}
+
+static void dq_release(double* p, bool cached) {
+  if (cached) pthread_mutex_unlock(&g_dq_lock);
+  else free(p);
+}
+
 /* ---- argument checking ------------------------------------------------------------------- */
 
 /* Reads B, H, KVH, Tq, Tk, D, scale, causal, qOffset starting at argument `at`. */
@@ -701,9 +735,11 @@ static napi_value js_attention_backward(napi_env env, napi_callback_info info) {
   j.scratch_per_thread = (5 * BC * j.D + 2 * BR * j.D + 2 * BR * BC + 7) / 8 * 8;
   j.scratch = calloc((size_t)(j.threads * j.scratch_per_thread), sizeof(double));
   j.lse64 = malloc((size_t)(2 * rows) * sizeof(double));
-  j.dqbuf = calloc((size_t)(j.threads * nq), sizeof(double));
+  bool cached;
+  j.dqbuf = dq_acquire((size_t)(j.threads * nq), &cached);
   if (!j.scratch || !j.lse64 || !j.dqbuf) {
-    free(j.scratch), free(j.lse64), free(j.dqbuf);
+    free(j.scratch), free(j.lse64);
+    if (j.dqbuf) dq_release(j.dqbuf, cached);
     pl_fail(&a, "out of memory for backward buffers");
     return NULL;
   }
@@ -713,7 +749,8 @@ static napi_value js_attention_backward(napi_env env, napi_callback_info info) {
   RUN(rowstats_body, j.B * j.H * j.nqt, 1, &j);
   RUN(bwd_body, j.B * j.KVH * j.nkt, 1, &j);
   RUN(dq_reduce_body, nq, 4096, &j);
-  free(j.scratch), free(j.lse64), free(j.dqbuf);
+  free(j.scratch), free(j.lse64);
+  dq_release(j.dqbuf, cached);
   return NULL;
 }
 

@@ -23,6 +23,7 @@
  * per thread and reused, so steady-state calls allocate nothing. */
 #include "plinth.h"
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -494,8 +495,9 @@ static void gemm_serial(const gemm_problem* g, workspace* ws) {
 typedef struct {
   const gemm_problem* g;
   int64_t i0, mc, k0, kc, panels;
-  int threads;
-  bool split_n; /* threads own column ranges (else ranges of A micro-panels) */
+  bool split_n;          /* parts are column ranges (else ranges of A micro-panels) */
+  int parts;
+  atomic_int next_part;  /* parts are claimed one at a time */
 } block_job;
 
 static void pack_a_range(void* ctx, int64_t begin, int64_t end, int thread) {
@@ -512,16 +514,20 @@ static void split(int64_t n, int64_t unit, int t, int T, int64_t* b, int64_t* e)
   *e = ue * unit < n ? ue * unit : n;
 }
 
-static void compute_part(void* ctx, int64_t begin, int64_t end, int thread) {
+/* Each thread claims parts until none are left, so a thread that loses its core for a while (the
+ * machine is shared) delays the block by one part, not by its whole share. */
+static void compute_parts(void* ctx, int64_t begin, int64_t end, int thread) {
   block_job* j = (block_job*)ctx;
   const gemm_problem* g = j->g;
-  for (int64_t t = begin; t < end; t++) {
+  for (;;) {
+    int t = atomic_fetch_add(&j->next_part, 1);
+    if (t >= j->parts) return;
     int64_t b, e;
     if (j->split_n) {
-      split(g->N, g->isa->nr, (int)t, j->threads, &b, &e);
+      split(g->N, g->isa->nr, t, j->parts, &b, &e);
       if (b < e) compute_block(g, g_ws[0].a, j->i0, j->mc, j->k0, j->kc, 0, j->panels, b, e, g_ws[thread].b);
     } else {
-      split(j->panels, 1, (int)t, j->threads, &b, &e);
+      split(j->panels, 1, t, j->parts, &b, &e);
       if (b < e) compute_block(g, g_ws[0].a, j->i0, j->mc, j->k0, j->kc, b, e, 0, g->N, g_ws[thread].b);
     }
   }
@@ -532,20 +538,27 @@ static double balance(int64_t units, int T) {
   return (double)units / (double)(ceil_div(units, T) * T);
 }
 
-/* One GEMM on all pool threads: A blocks packed jointly, then each thread computes its share. */
+/* Parts per thread: enough that a stalled thread's share can move to the others, few enough that
+ * each part still covers several micro-panels. */
+#define PARTS_PER_THREAD 4
+
+/* One GEMM on all pool threads: A blocks packed jointly, then the threads share out the C tiles. */
 static void gemm_parallel(const gemm_problem* g, int T) {
   const int mr = g->isa->mr, nr = g->isa->nr;
   int64_t col_panels = ceil_div(g->N, nr);
   for (int64_t i0 = 0; i0 < g->M; i0 += g->mcb) {
     int64_t mc = g->M - i0 < g->mcb ? g->M - i0 : g->mcb;
-    block_job j = {g, i0, mc, 0, 0, ceil_div(mc, mr), T, true};
+    block_job j = {.g = g, .i0 = i0, .mc = mc, .panels = ceil_div(mc, mr)};
     /* columns are preferred (each thread's B block stays in its own L2); rows when N is too narrow */
     j.split_n = balance(col_panels, T) >= balance(j.panels, T) || balance(col_panels, T) >= 0.75;
+    int64_t units = j.split_n ? col_panels : j.panels;
+    j.parts = (int)(units < (int64_t)T * PARTS_PER_THREAD ? units : (int64_t)T * PARTS_PER_THREAD);
     for (int64_t k0 = 0; k0 < g->K; k0 += g->kcb) {
       j.k0 = k0;
       j.kc = g->K - k0 < g->kcb ? g->K - k0 : g->kcb;
       pl_parallel_for(j.panels, 4, pack_a_range, &j);
-      pl_parallel_for(T, 1, compute_part, &j);
+      atomic_store(&j.next_part, 0);
+      pl_parallel_for(T, 1, compute_parts, &j);
     }
   }
 }

@@ -538,9 +538,11 @@ static double balance(int64_t units, int T) {
   return (double)units / (double)(ceil_div(units, T) * T);
 }
 
-/* Parts per thread: enough that a stalled thread's share can move to the others, few enough that
- * each part still covers several micro-panels. */
+/* Up to PARTS_PER_THREAD parts per thread, enough that a stalled thread's share can move to the
+ * others, while each part keeps at least PART_MIN_UNITS micro-panels: a part re-reads the whole A
+ * block (column parts) or packs its own B block (row parts), which only pays over several tiles. */
 #define PARTS_PER_THREAD 4
+#define PART_MIN_UNITS 4
 
 /* One GEMM on all pool threads: A blocks packed jointly, then the threads share out the C tiles. */
 static void gemm_parallel(const gemm_problem* g, int T) {
@@ -552,7 +554,9 @@ static void gemm_parallel(const gemm_problem* g, int T) {
     /* columns are preferred (each thread's B block stays in its own L2); rows when N is too narrow */
     j.split_n = balance(col_panels, T) >= balance(j.panels, T) || balance(col_panels, T) >= 0.75;
     int64_t units = j.split_n ? col_panels : j.panels;
-    j.parts = (int)(units < (int64_t)T * PARTS_PER_THREAD ? units : (int64_t)T * PARTS_PER_THREAD);
+    int64_t per_thread = units / ((int64_t)T * PART_MIN_UNITS);
+    per_thread = per_thread < 1 ? 1 : per_thread > PARTS_PER_THREAD ? PARTS_PER_THREAD : per_thread;
+    j.parts = (int)(units < T * per_thread ? units : T * per_thread);
     for (int64_t k0 = 0; k0 < g->K; k0 += g->kcb) {
       j.k0 = k0;
       j.kc = g->K - k0 < g->kcb ? g->K - k0 : g->kcb;

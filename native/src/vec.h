@@ -393,10 +393,19 @@ static inline vf v_log(vf x) {
   return vf_select(vm_or(vf_lt(x, vf_zero()), vf_isnan(x)), vf_set1(NAN), r);
 }
 
-/* 1/(1 + e^−x), the logistic sigmoid. */
-static inline vf v_sigmoid(vf x) {
-  return vf_div(vf_set1(1.0f), vf_add(vf_set1(1.0f), v_exp(vf_neg(x))));
+/* σ(x) = 1/(1 + e^−x) and 1 − σ(x), both without cancellation or overflow: with t = e^−|x|,
+ * they are 1/(1 + t) and t/(1 + t), in one order or the other by the sign of x. The argument is
+ * x + lo (lo = 0 for a plain float), for callers that hold x to more than float precision. */
+static inline vf plv_sigmoid2(vf x, vf lo, vf* one_minus) {
+  vm pos = vf_ge(x, vf_zero());
+  vf t = v_exp(vf_neg(vf_abs(x)));
+  t = vf_fnmadd(vf_select(pos, lo, vf_neg(lo)), t, t); /* e^(−|x| ∓ lo) ≈ e^−|x|·(1 ∓ lo) */
+  vf d = vf_add(vf_set1(1.0f), t);
+  *one_minus = vf_div(vf_select(pos, t, vf_set1(1.0f)), d); /* dropped by the compiler when unused */
+  return vf_div(vf_select(pos, vf_set1(1.0f), t), d);
 }
+static inline vf v_sigmoid2(vf x, vf* one_minus) { return plv_sigmoid2(x, vf_zero(), one_minus); }
+static inline vf v_sigmoid(vf x) { vf om; return plv_sigmoid2(x, vf_zero(), &om); }
 
 /* tanh x: an odd polynomial (Cephes) for |x| < 0.625, else 1 − 2/(e^2|x| + 1), which has no
  * cancellation there because the result is ≥ 0.55. */
@@ -479,21 +488,19 @@ static inline vf v_normcdf(vf x) { vf pdf; return v_normcdf_pdf(x, &pdf); }
 
 /* gelu_tanh x = ½x(1 + tanh u) with u = √(2/π)(x + 0.044715x³). ½(1 + tanh u) = σ(2u), which
  * avoids the cancellation of 1 + tanh u for negative x; 2u is formed in double and split into
- * hi + lo so that e^(−2u) keeps full relative accuracy where σ(2u) is small. Returns σ(2u) and
- * sets *e_out = e^(−2u) (the backward needs both). */
-static inline vf plv_gelu_tanh_sigma(vf x, vf* e_out) {
+ * hi + lo so that e^(−|2u|) keeps full relative accuracy where σ(2u) is small. Returns σ(2u) and
+ * sets *one_minus = 1 − σ(2u) (the backward needs both). */
+static inline vf plv_gelu_tanh_sigma(vf x, vf* one_minus) {
   vdd xd = vdd_from(x);
   vdd x2 = vdd_mul(xd, xd);
   vdd u2 = vdd_mul(xd, vdd_add(vdd_set1(1.5957691216057308), vdd_mul(vdd_set1(1.5957691216057308 * 0.044715), x2)));
   vf hi = vdd_to(u2);
   vf lo = vdd_to(vdd_sub(u2, vdd_from(hi)));
-  vf e = v_exp(vf_neg(hi));
-  e = vf_fnmadd(lo, e, e); /* e^(−hi−lo) ≈ e^(−hi)·(1 − lo) */
-  *e_out = e;
-  return vf_div(vf_set1(1.0f), vf_add(vf_set1(1.0f), e));
+  lo = vf_select(vf_eq(vf_abs(hi), vf_set1(INFINITY)), vf_zero(), lo); /* ∞ − ∞ */
+  return plv_sigmoid2(hi, lo, one_minus);
 }
-static inline vf v_gelu_tanh(vf x) { vf e; return vf_mul(x, plv_gelu_tanh_sigma(x, &e)); }
+static inline vf v_gelu_tanh(vf x) { vf om; return vf_mul(x, plv_gelu_tanh_sigma(x, &om)); }
 static inline vf v_gelu_erf(vf x) { return vf_mul(x, v_normcdf(x)); }
-static inline vf v_silu(vf x) { return vf_div(x, vf_add(vf_set1(1.0f), v_exp(vf_neg(x)))); }
+static inline vf v_silu(vf x) { return vf_mul(x, v_sigmoid(x)); }
 
 #endif

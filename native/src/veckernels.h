@@ -55,6 +55,12 @@ static float plv_f32_at_most(double p) {
   return f;
 }
 
+/* Math.pow: C's pow except that a NaN exponent, or ±1 to an infinite power, is NaN. */
+static inline double plv_js_pow(double a, double b) {
+  if (b != b || (fabs(a) == 1.0 && isinf(b))) return NAN;
+  return pow(a, b);
+}
+
 /* Math.sign: ±1, and ±0 and NaN unchanged. */
 static inline vf plv_sign(vf x) {
   return vf_select(vf_gt(x, vf_zero()), vf_set1(1.0f), vf_select(vf_lt(x, vf_zero()), vf_set1(-1.0f), x));
@@ -74,7 +80,7 @@ static void k_pow_scalar(const float* X, float* Y, int64_t n, double p) {
     PLV_MAP1(n, X, Y, vf_select(vf_eq(x, vf_set1(-INFINITY)), vf_set1(INFINITY),
                                 vf_select(vf_eq(x, vf_zero()), vf_zero(), vf_sqrt(x))));
   } else {
-    for (int64_t i = 0; i < n; i++) Y[i] = (float)pow((double)X[i], p);
+    for (int64_t i = 0; i < n; i++) Y[i] = (float)plv_js_pow((double)X[i], p);
   }
 }
 
@@ -142,13 +148,12 @@ static void k_unary_backward(int op, const float* X, const float* Y, const float
     case PL_U_SIGMOID: PLV_BWD_DOUBLE(vdd_mul(vdd_from(y), vdd_sub(one, vdd_from(y)))); break;
     case PL_U_RELU: PLV_MAP3(n, X, Y, G, DX, vf_mul(g, vf_select(vf_gt(x, vf_zero()), vf_set1(1.0f), vf_zero()))); break;
     case PL_U_GELU_TANH: {
-      /* y = x·σ(2u): y' = σ + x·σ·(1 − σ)·(2u)', with 1 − σ = e·σ (e = e^(−2u)) and
-       * (2u)' = 2√(2/π)(1 + 3·0.044715·x²) */
-      vf e;
+      /* y = x·σ(2u): y' = σ + x·σ·(1 − σ)·(2u)', (2u)' = 2√(2/π)(1 + 3·0.044715·x²) */
+      vf om;
       PLV_MAP3(n, X, Y, G, DX, (vf_mul(g, ({
-        vf s_ = plv_gelu_tanh_sigma(x, &e);
+        vf s_ = plv_gelu_tanh_sigma(x, &om);
         vf du_ = vf_mul(vf_set1(1.5957691216057308f), vf_fmadd(vf_set1(3.0f * 0.044715f), vf_mul(x, x), vf_set1(1.0f)));
-        vf_fmadd(vf_mul(vf_mul(x, s_), vf_mul(e, s_)), du_, s_);
+        vf_fmadd(vf_mul(vf_mul(x, s_), om), du_, s_);
       }))));
       break;
     }
@@ -159,11 +164,11 @@ static void k_unary_backward(int op, const float* X, const float* Y, const float
       break;
     }
     case PL_U_SILU: {
-      /* (x·σ)' = σ·(1 + x·(1 − σ)), with 1 − σ = e·σ (e = e^−x) to avoid cancellation */
+      /* (x·σ)' = σ·(1 + x·(1 − σ)) */
+      vf om;
       PLV_MAP3(n, X, Y, G, DX, vf_mul(g, ({
-        vf e_ = v_exp(vf_neg(x));
-        vf s_ = vf_div(vf_set1(1.0f), vf_add(vf_set1(1.0f), e_));
-        vf_mul(s_, vf_fmadd(x, vf_mul(e_, s_), vf_set1(1.0f)));
+        vf s_ = v_sigmoid2(x, &om);
+        vf_mul(s_, vf_fmadd(x, om, vf_set1(1.0f)));
       })));
       break;
     }
@@ -172,7 +177,7 @@ static void k_unary_backward(int op, const float* X, const float* Y, const float
       if (p0 == 0.0) {
         PLV_MAP3(n, X, Y, G, DX, vf_mul(g, vf_zero()));
       } else {
-        for (int64_t i = 0; i < n; i++) DX[i] = (float)((double)G[i] * (p0 * pow((double)X[i], p0 - 1.0)));
+        for (int64_t i = 0; i < n; i++) DX[i] = (float)((double)G[i] * (p0 * plv_js_pow((double)X[i], p0 - 1.0)));
       }
       break;
     case PL_U_ADDS: PLV_MAP3(n, X, Y, G, DX, g); break;
@@ -233,7 +238,7 @@ static void k_binary_unit(int op, const float* A, int64_t sa, const float* B, in
 static void k_binary(int op, const float* A, int64_t sa, const float* B, int64_t sb, float* O, int64_t n) {
   if (n <= 0) return;
   if (op == PL_B_POW) {
-    for (int64_t i = 0; i < n; i++) O[i] = (float)pow((double)A[i * sa], (double)B[i * sb]);
+    for (int64_t i = 0; i < n; i++) O[i] = (float)plv_js_pow((double)A[i * sa], (double)B[i * sb]);
     return;
   }
   if ((sa == 0 || sa == 1) && (sb == 0 || sb == 1)) {
@@ -801,16 +806,16 @@ static void k_swiglu(const float* G, const float* U, float* O, int64_t n) {
   PLV_MAP3(n, G, U, U, O, vf_mul(v_silu(x), y));
 }
 
-/* s = σ(g), 1 − s = e·s with e = e^−g: dgate = dy·u·s·(1 + g·(1 − s)), dup = dy·g·s */
+/* s = σ(g): dgate = dy·u·s·(1 + g·(1 − s)), dup = dy·g·s */
 static void k_swiglu_backward(const float* G, const float* U, const float* DY, float* DG, float* DU, int64_t n) {
   int64_t i = 0;
   for (; i < n; i += VW) {
     int64_t k = n - i;
     vf g = vf_loadn(G + i, k), u = vf_loadn(U + i, k), dy = vf_loadn(DY + i, k);
-    vf e = v_exp(vf_neg(g));
-    vf s = vf_div(vf_set1(1.0f), vf_add(vf_set1(1.0f), e));
+    vf om;
+    vf s = v_sigmoid2(g, &om);
     vf dys = vf_mul(dy, s);
-    vf_storen(DG + i, vf_mul(vf_mul(dys, u), vf_fmadd(g, vf_mul(e, s), vf_set1(1.0f))), k);
+    vf_storen(DG + i, vf_mul(vf_mul(dys, u), vf_fmadd(g, om, vf_set1(1.0f))), k);
     vf_storen(DU + i, vf_mul(dys, g), k);
   }
 }

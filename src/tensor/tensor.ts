@@ -16,6 +16,13 @@ export function numel(shape: Shape): number {
   return n;
 }
 
+function checkedNumel(shape: Shape): number {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new ArgumentError(`invalid shape ${formatShape(shape)}: dimensions must be non-negative integers`);
+  }
+  return numel(shape);
+}
+
 export function contiguousStrides(shape: Shape): number[] {
   const strides = new Array<number>(shape.length);
   let s = 1;
@@ -55,12 +62,15 @@ export class Tensor {
     this.size = numel(shape);
   }
 
-  /** A new contiguous tensor of `shape` and `dtype`, zero-filled. */
+  /** A new contiguous tensor whose contents are unspecified (like torch.empty): for outputs that
+   *  a kernel overwrites completely. */
   static empty(shape: Shape, dtype: DType = 'f32'): Tensor {
-    for (const d of shape) {
-      if (!Number.isInteger(d) || d < 0) throw new ArgumentError(`invalid shape ${formatShape(shape)}: dimensions must be non-negative integers`);
-    }
-    return new Tensor(allocate(dtype, numel(shape)), shape, dtype);
+    return new Tensor(allocate(dtype, checkedNumel(shape), false), shape, dtype);
+  }
+
+  /** A new contiguous zero-filled tensor. */
+  static zeros(shape: Shape, dtype: DType = 'f32'): Tensor {
+    return new Tensor(allocate(dtype, checkedNumel(shape)), shape, dtype);
   }
 
   get ndim(): number {
@@ -90,7 +100,7 @@ export class Tensor {
       if (this.offset === 0 && this.storage.length === this.size) return this.storage;
       return this.storage.subarray(this.offset, this.offset + this.size);
     }
-    const out = allocate(this.dtype, this.size);
+    const out = allocate(this.dtype, this.size, false);
     if (this.size > 0) kernels().copyStrided(this.storage.subarray(this.offset), out, [...this.shape], [...this.strides]);
     return out;
   }

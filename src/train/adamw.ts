@@ -58,7 +58,7 @@ export class AdamW {
         if (!p.grad) continue;
         let s = this.state.get(p);
         if (!s) {
-          s = { m: Tensor.empty(p.shape, p.dtype), v: Tensor.empty(p.shape, p.dtype), step: 0 };
+          s = { m: Tensor.zeros(p.shape, p.dtype), v: Tensor.zeros(p.shape, p.dtype), step: 0 };
           this.state.set(p, s);
         }
         s.step++;

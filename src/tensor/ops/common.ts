@@ -2,7 +2,7 @@
 // shape of a broadcast operand.
 import type { FloatArray } from '../../backend/backend.js';
 import { DTypeError, ShapeError } from '../../errors.js';
-import { isFloat, type DType } from '../dtype.js';
+import { isFloat } from '../dtype.js';
 import { formatShape, type Shape, Tensor } from '../tensor.js';
 
 /** Throws unless t has a float compute dtype (f32, or f64 for gradient checks). */
@@ -24,10 +24,6 @@ export function checkIndexDType(op: string, t: Tensor): void {
 /** The contiguous float data of t, for a kernel input. */
 export function fdata(t: Tensor): FloatArray {
   return t.data() as FloatArray;
-}
-
-export function emptyLike(t: Tensor, shape: Shape = t.shape, dtype: DType = t.dtype): Tensor {
-  return Tensor.empty(shape, dtype);
 }
 
 /** The broadcast shape of a and b (NumPy rules), or a ShapeError naming the op and both shapes. */

@@ -87,17 +87,18 @@ export function tensor(data: TensorData, opts: CreateOptions & { shape?: Shape }
   return finish(t, opts);
 }
 
+/** A tensor with unspecified contents (like torch.empty). */
 export function empty(shape: Shape, opts: CreateOptions = {}): Tensor {
   return finish(Tensor.empty(shape, opts.dtype ?? 'f32'), opts);
 }
 
 export function zeros(shape: Shape, opts: CreateOptions = {}): Tensor {
-  return empty(shape, opts);
+  return finish(Tensor.zeros(shape, opts.dtype ?? 'f32'), opts);
 }
 
 export function full(shape: Shape, value: number, dtypeOrOpts: DType | CreateOptions = {}): Tensor {
   const opts = typeof dtypeOrOpts === 'string' ? { dtype: dtypeOrOpts } : dtypeOrOpts;
-  const t = Tensor.empty(shape, opts.dtype ?? 'f32');
+  const t = Tensor.zeros(shape, opts.dtype ?? 'f32');
   if (t.size === 0 || value === 0) return finish(t, opts);
   if (t.dtype === 'f16' || t.dtype === 'bf16') {
     const f = new Float32Array([value]);

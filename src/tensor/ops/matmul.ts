@@ -79,7 +79,7 @@ function matmulND(a: Tensor, b: Tensor): Tensor {
     const c = out.storage as FloatArray;
     const k = kernels();
     if (K === 0) {
-      // An empty sum: C is zero, as allocated.
+      k.fill(c, 0, c.length); // an empty sum
     } else if (sA !== null && sB !== null) {
       k.matmul(A.t.storage.subarray(offA[0]) as FloatArray, B.t.storage.subarray(offB[0]) as FloatArray, c,
         M, N, K, A.trans, B.trans, count, sA, sB, M * N, false);

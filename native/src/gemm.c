@@ -584,8 +584,12 @@ static void batch_range(void* ctx, int64_t begin, int64_t end, int thread) {
   }
 }
 
-/* Below this many multiply-adds per call, waking the other threads costs more than it saves. */
-#define PARALLEL_MIN_MACS (1 << 17)
+/* Below this many multiply-adds (about 20 us on one core) a GEMM runs on the calling thread: the
+ * fork-join itself is cheap, but on a shared machine a helper that loses its core stalls the call
+ * for a scheduler slice, and a small GEMM has little to gain. Matrix-vector products are memory
+ * bound and split from a quarter megabyte of matrix on. */
+#define PARALLEL_MIN_MACS (1 << 22)
+#define GEMV_PARALLEL_MIN_MACS (1 << 16)
 
 /* Runs the batched GEMM; returns false if a packing buffer could not be allocated. */
 static bool gemm_run(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
@@ -600,7 +604,7 @@ static bool gemm_run(const float* A, const float* B, float* C, int64_t M, int64_
   double macs = (double)M * (double)N * (double)K;
   int T = pl_num_threads();
   if (T > WS_MAX_THREADS) T = WS_MAX_THREADS;
-  if (macs * (double)batch < PARALLEL_MIN_MACS) T = 1;
+  if (macs * (double)batch < ((M == 1 || N == 1) ? GEMV_PARALLEL_MIN_MACS : PARALLEL_MIN_MACS)) T = 1;
   if (M == 1 || N == 1) {
     /* C (L) = X (L,K) · v (K): with N = 1, X = op(A) and v = B; with M = 1, X = op(B)ᵀ and v = A
      * (a one-column or one-row operand has the same layout transposed or not) */
@@ -636,10 +640,10 @@ static bool gemm_run(const float* A, const float* B, float* C, int64_t M, int64_
     free(w.b);
     return ok;
   }
-  /* Whole GEMMs per thread when the batch splits evenly or is long, or each GEMM is small; never
-   * when the C matrices overlap (strideC = 0 sums the products into one C, in batch order). */
+  /* Whole GEMMs per thread when the batch splits evenly or is long, or each GEMM is too small to
+   * split; never when the C matrices overlap (strideC = 0 sums the products into one C, in order). */
   bool per_batch = T > 1 && batch >= T && sc >= M * N &&
-                   (batch % T == 0 || batch >= 3 * T || macs < (double)PARALLEL_MIN_MACS * 8);
+                   (batch % T == 0 || batch >= 3 * T || macs < (double)PARALLEL_MIN_MACS);
   int used = per_batch || T > 1 ? T : 1;
   bool ok = true;
   for (int t = 0; t < used && ok; t++) {

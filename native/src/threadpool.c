@@ -8,13 +8,12 @@
  * and a given range always gets the same index, so per-thread partial sums stay deterministic.
  *
  * Workers spin briefly on the job generation (back-to-back kernels do not pay a wake-up each) and
- * then sleep on a condition variable. The generation is odd while the caller writes a new job; a
+ * then sleep on a condition variable; a caller left waiting for a chunk spins briefly and sleeps too. The generation is odd while the caller writes a new job; a
  * worker announces itself in `g_busy` before reading a job and re-checks the generation, and the
  * caller waits for `g_busy` to drain before overwriting the job, so a worker that wakes late can
  * never read a half-written job. */
 #include "plinth.h"
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -28,13 +27,17 @@
 #define PL_MAX_THREADS 256
 /* About a third of a millisecond of PAUSEs before a worker sleeps. */
 #define PL_SPIN_ITERS 20000
-/* While waiting for a chunk another thread runs, yield now and then so that thread gets the core
- * if the two share one. */
-#define PL_YIELD_EVERY 4096
+/* About 40 us of PAUSEs before a caller waiting for another thread's chunk sleeps. Sleeping
+ * matters on a shared machine: when that thread has lost its core to another process, an idle
+ * core is what lets the scheduler move it over, where a spinning caller would keep it waiting for
+ * a whole time slice. */
+#define PL_CALLER_SPIN_ITERS 2000
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;  /* guards sleeping workers */
 static pthread_cond_t g_wake = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t g_caller = PTHREAD_MUTEX_INITIALIZER; /* one job at a time, from any JS thread */
+static pthread_cond_t g_finished = PTHREAD_COND_INITIALIZER;  /* the last chunk of a job is done */
+static atomic_int g_caller_sleeping;
 static int g_threads = 0;                                   /* total threads including the caller */
 static int g_started = 0;                                   /* worker threads started */
 static atomic_uint_fast64_t g_generation;                   /* odd while a job is being written */
@@ -58,7 +61,11 @@ static void run_chunks(void) {
     int64_t b = (int64_t)c * g_chunk;
     int64_t e = b + g_chunk < g_n ? b + g_chunk : g_n;
     g_fn(g_ctx, b, e, c);
-    atomic_fetch_add_explicit(&g_done, 1, memory_order_release);
+    if (atomic_fetch_add(&g_done, 1) + 1 == g_chunks && atomic_load(&g_caller_sleeping)) {
+      pthread_mutex_lock(&g_lock);
+      pthread_cond_broadcast(&g_finished);
+      pthread_mutex_unlock(&g_lock);
+    }
   }
 }
 
@@ -159,9 +166,16 @@ void pl_parallel_for(int64_t n, int64_t grain, pl_range_fn fn, void* ctx) {
   t_in_job = 1;
   run_chunks();
   t_in_job = 0;
-  for (int spins = 1; atomic_load_explicit(&g_done, memory_order_acquire) < g_chunks; spins++) {
-    PL_PAUSE();
-    if (spins % PL_YIELD_EVERY == 0) sched_yield();
+  for (int spins = 0; atomic_load(&g_done) < g_chunks; spins++) {
+    if (spins < PL_CALLER_SPIN_ITERS) {
+      PL_PAUSE();
+      continue;
+    }
+    pthread_mutex_lock(&g_lock);
+    atomic_store(&g_caller_sleeping, 1);
+    while (atomic_load(&g_done) < g_chunks) pthread_cond_wait(&g_finished, &g_lock);
+    atomic_store(&g_caller_sleeping, 0);
+    pthread_mutex_unlock(&g_lock);
   }
   pthread_mutex_unlock(&g_caller);
 }

@@ -50,11 +50,14 @@ const SIZES: [number, number, number][] = [
   [12, 32, 320], [13, 33, 321], // exactly one AVX-512 tile and one KC block, then one past each
   [6, 16, 8], [7, 17, 9], [4, 8, 2], [5, 9, 3], // AVX2 and scalar tiles and one past
   [1, 1031, 131], [1, 64, 700], [3, 200, 77], // one row (matrix-vector) and a few rows (unpacked B)
-  [131, 1, 257], [1000, 1, 300], [23, 2, 641], // one or two columns (matrix-vector, or threads split rows)
-  [64, 64, 32], [97, 101, 103], [127, 131, 67], // primes, big enough to use both threads
-  [1201, 70, 5], // two MB row blocks
-  [24, 1100, 11], [30, 600, 9], // over NB columns per thread
+  [131, 1, 257], [1000, 1, 300], [23, 2, 641], // one or two columns (matrix-vector)
+  [64, 64, 32], [97, 101, 103], [127, 131, 67], // primes, one thread (below the parallel threshold)
   [40, 70, 700], // three KC blocks
+  // from here on big enough (>= 2^22 multiply-adds) for both threads
+  [163, 167, 173], // primes
+  [1201, 70, 60], // two MB row blocks
+  [24, 1100, 170], [1000, 1000, 5], // over NB columns per part, many column parts
+  [700, 20, 400], // one column panel: threads split rows
 ];
 
 function cases(): Case[] {
@@ -71,6 +74,11 @@ function cases(): Case[] {
   // and stride-0 C with accumulate (the products summed into one matrix, in batch order)
   out.push(
     { M: 17, N: 19, K: 23, transA: false, transB: false, batch: 4, broadcast: '', accumulate: false },
+    // whole GEMMs per thread; each GEMM split over threads; products summed into one C in order
+    { M: 100, N: 90, K: 120, transA: false, transB: true, batch: 4, broadcast: '', accumulate: false },
+    { M: 100, N: 90, K: 120, transA: true, transB: false, batch: 5, broadcast: 'a', accumulate: true },
+    { M: 160, N: 170, K: 163, transA: false, transB: false, batch: 3, broadcast: 'b', accumulate: false },
+    { M: 160, N: 170, K: 163, transA: true, transB: true, batch: 2, broadcast: 'c', accumulate: true },
     { M: 17, N: 19, K: 23, transA: true, transB: false, batch: 3, broadcast: 'a', accumulate: true },
     { M: 33, N: 40, K: 65, transA: false, transB: true, batch: 2, broadcast: 'b', accumulate: false },
     { M: 70, N: 90, K: 130, transA: true, transB: true, batch: 3, broadcast: 'b', accumulate: true },

@@ -50,6 +50,7 @@ const SIZES: [number, number, number][] = [
   [12, 32, 320], [13, 33, 321], // exactly one AVX-512 tile and one KC block, then one past each
   [6, 16, 8], [7, 17, 9], [4, 8, 2], [5, 9, 3], // AVX2 and scalar tiles and one past
   [1, 1031, 131], [1, 64, 700], [3, 200, 77], // one row (matrix-vector) and a few rows (unpacked B)
+  [7, 2100, 2000], // a few rows times a large B: dot products when transB
   [131, 1, 257], [1000, 1, 300], [23, 2, 641], // one or two columns (matrix-vector)
   [64, 64, 32], [97, 101, 103], [127, 131, 67], // primes, one thread (below the parallel threshold)
   [40, 70, 700], // three KC blocks

@@ -314,7 +314,7 @@ function spWords(text: string): number[] {
   let start = 0;
   for (let i = 0; i <= text.length; i++) {
     const c = i < text.length ? text.charCodeAt(i) : -1;
-    const boundary = c === -1 || c === 32 || (c !== -1 && c !== 32 && c < 128 && (charClass(c) & CLS_WS) !== 0);
+    const boundary = c === -1 || c === 32 || (c < 128 && (charClass(c) & CLS_WS) !== 0);
     if (!boundary) continue;
     if (i > start) out.push(start, i);
     if (c !== -1 && c !== 32) {

@@ -15,7 +15,7 @@ import { checkpointDir, train, type StepMetrics } from '../train/index.js';
 
 /** Model and training presets: sizes that train in minutes (tiny) to hours (base) on a laptop CPU. */
 export const PRESETS = {
-  tiny: { hidden: 128, layers: 4, heads: 4, kvHeads: 2, intermediate: 352, block: 128, batch: 16, steps: 1000, lr: 3e-3, vocab: 2048 },
+  tiny: { hidden: 128, layers: 4, heads: 4, kvHeads: 2, intermediate: 352, block: 128, batch: 16, steps: 800, lr: 3e-3, vocab: 2048 },
   small: { hidden: 256, layers: 6, heads: 8, kvHeads: 4, intermediate: 688, block: 256, batch: 16, steps: 4000, lr: 1.5e-3, vocab: 4096 },
   base: { hidden: 512, layers: 8, heads: 8, kvHeads: 4, intermediate: 1376, block: 512, batch: 16, steps: 20000, lr: 6e-4, vocab: 8192 },
 } as const;

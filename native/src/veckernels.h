@@ -412,10 +412,19 @@ static inline float plv_js_minf(float a, float b) {
   return a < b ? a : b;
 }
 
-static double plv_row_sum(const float* p, int64_t R, bool squares) {
+/* Row kernels read each row from memory once, then again from L1. Between rows the hardware
+ * prefetcher loses the stream, so the memory pass also requests the next row (`next`, or NULL
+ * for the last), a line per vector; for memory-bound rows this is worth up to 2x. */
+static inline void plv_prefetch(const float* next, int64_t i) {
+  if (next) __builtin_prefetch(next + i);
+}
+
+static double plv_row_sum_next(const float* p, int64_t R, bool squares, const float* next) {
   vdd a0 = vdd_set1(0.0), a1 = vdd_set1(0.0);
   int64_t r = 0;
   for (; r + 2 * VW <= R; r += 2 * VW) {
+    plv_prefetch(next, r);
+    plv_prefetch(next, r + VW);
     vdd x0 = vdd_from(vf_load(p + r)), x1 = vdd_from(vf_load(p + r + VW));
     if (squares) { x0 = vdd_mul(x0, x0); x1 = vdd_mul(x1, x1); }
     a0 = vdd_add(a0, x0);
@@ -428,6 +437,7 @@ static double plv_row_sum(const float* p, int64_t R, bool squares) {
   }
   return vdd_hsum(vdd_add(a0, a1));
 }
+static double plv_row_sum(const float* p, int64_t R, bool squares) { return plv_row_sum_next(p, R, squares, NULL); }
 
 /* Math.max / Math.min over a row, as ref folds it from −Inf / +Inf. */
 static float plv_row_extreme(const float* p, int64_t R, bool is_max) {
@@ -472,9 +482,10 @@ static void k_reduce_rows(int op, const float* x, int64_t rows, int64_t R, void*
   int32_t* oi = (int32_t*)out;
   for (int64_t o = 0; o < rows; o++) {
     const float* p = x + o * R; /* x is (rows, R) */
+    const float* next = o + 1 < rows ? p + R : NULL;
     switch (op) {
-      case PL_R_SUM: of[o] = (float)plv_row_sum(p, R, false); break;
-      case PL_R_SUMSQ: of[o] = (float)plv_row_sum(p, R, true); break;
+      case PL_R_SUM: of[o] = (float)plv_row_sum_next(p, R, false, next); break;
+      case PL_R_SUMSQ: of[o] = (float)plv_row_sum_next(p, R, true, next); break;
       case PL_R_MAX: of[o] = plv_row_extreme(p, R, true); break;
       case PL_R_MIN: of[o] = plv_row_extreme(p, R, false); break;
       case PL_R_ARGMAX: oi[o] = plv_row_arg(p, R, true); break;
@@ -484,61 +495,58 @@ static void k_reduce_rows(int op, const float* x, int64_t rows, int64_t R, void*
   }
 }
 
-/* Columns are reduced PLV_COLS at a time, accumulators in registers, walking down the rows. */
-#define PLV_COLS (4 * VW)
+/* Columns are reduced up to PLV_COLBLOCK at a time into accumulators that stay in L1, walking the
+ * rows in memory order (a strided walk down narrow column blocks defeats the prefetcher). */
+#define PLV_COLBLOCK 1024
 
 static void k_reduce_cols(int op, const float* x, int64_t R, int64_t stride, int64_t cols, void* out) {
-  for (int64_t c0 = 0; c0 < cols; c0 += PLV_COLS) {
-    int64_t w = cols - c0 < PLV_COLS ? cols - c0 : PLV_COLS;
-    int nv = (int)((w + VW - 1) / VW);
-    int64_t cnt[4];
-    for (int k = 0; k < 4; k++) cnt[k] = k < nv ? (w - k * VW < VW ? w - k * VW : VW) : 0;
-    const float* base = x + c0; /* x[r, c0 + k] at base[r·stride + k] */
+  double accd[PLV_COLBLOCK];
+  float accf[PLV_COLBLOCK];
+  int32_t acci[PLV_COLBLOCK];
+  for (int64_t c0 = 0; c0 < cols; c0 += PLV_COLBLOCK) {
+    int64_t w = cols - c0 < PLV_COLBLOCK ? cols - c0 : PLV_COLBLOCK;
+    const float* base = x + c0; /* x[r, c0 + c] at base[r·stride + c] */
     if (op == PL_R_SUM || op == PL_R_SUMSQ) {
-      vdd acc[4];
-      for (int k = 0; k < 4; k++) acc[k] = vdd_set1(0.0);
+      for (int64_t c = 0; c < w; c += VW) vdd_store(accd + c, vdd_set1(0.0));
       for (int64_t r = 0; r < R; r++) {
         const float* row = base + r * stride;
-        for (int k = 0; k < nv; k++) {
-          vdd v = vdd_from(vf_loadn(row + k * VW, cnt[k]));
+        for (int64_t c = 0; c < w; c += VW) {
+          vdd v = vdd_from(vf_loadn(row + c, w - c));
           if (op == PL_R_SUMSQ) v = vdd_mul(v, v);
-          acc[k] = vdd_add(acc[k], v);
+          vdd_store(accd + c, vdd_add(vdd_load(accd + c), v));
         }
       }
-      for (int k = 0; k < nv; k++) vf_storen((float*)out + c0 + k * VW, vdd_to(acc[k]), cnt[k]);
+      for (int64_t c = 0; c < w; c += VW) vf_storen((float*)out + c0 + c, vdd_to(vdd_load(accd + c)), w - c);
     } else if (op == PL_R_MAX || op == PL_R_MIN) {
       bool is_max = op == PL_R_MAX;
-      vf acc[4];
-      for (int k = 0; k < 4; k++) acc[k] = vf_set1(is_max ? -INFINITY : INFINITY);
+      for (int64_t c = 0; c < w; c += VW) vf_store(accf + c, vf_set1(is_max ? -INFINITY : INFINITY));
       for (int64_t r = 0; r < R; r++) {
         const float* row = base + r * stride;
-        for (int k = 0; k < nv; k++) {
-          vf v = vf_loadn(row + k * VW, cnt[k]);
-          acc[k] = is_max ? vf_jsmax(acc[k], v) : vf_jsmin(acc[k], v);
+        for (int64_t c = 0; c < w; c += VW) {
+          vf v = vf_loadn(row + c, w - c), a = vf_load(accf + c);
+          vf_store(accf + c, is_max ? vf_jsmax(a, v) : vf_jsmin(a, v));
         }
       }
-      for (int k = 0; k < nv; k++) vf_storen((float*)out + c0 + k * VW, acc[k], cnt[k]);
+      for (int64_t c = 0; c < w; c += VW) vf_storen((float*)out + c0 + c, vf_load(accf + c), w - c);
     } else {
-      /* per lane, exactly ref's loop: best = x[0]; stop at a NaN best; take v when v beats best or is NaN */
+      /* per column, exactly ref's loop: best = x[0]; stop at a NaN best; take v when v beats best or is NaN */
       bool is_max = op == PL_R_ARGMAX;
-      vf best[4];
-      vi idx[4];
-      for (int k = 0; k < nv; k++) {
-        best[k] = R > 0 ? vf_loadn(base + k * VW, cnt[k]) : vf_zero();
-        idx[k] = vi_set1(0);
+      for (int64_t c = 0; c < w; c += VW) {
+        vf_store(accf + c, R > 0 ? vf_loadn(base + c, w - c) : vf_zero());
+        vi_store(acci + c, vi_set1(0));
       }
       for (int64_t r = 1; r < R; r++) {
         const float* row = base + r * stride;
         vi rv = vi_set1((int32_t)r);
-        for (int k = 0; k < nv; k++) {
-          vf v = vf_loadn(row + k * VW, cnt[k]);
-          vm better = vm_or(is_max ? vf_gt(v, best[k]) : vf_lt(v, best[k]), vf_isnan(v));
-          vm take = vm_andnot(vf_isnan(best[k]), better);
-          best[k] = vf_select(take, v, best[k]);
-          idx[k] = vi_select(take, rv, idx[k]);
+        for (int64_t c = 0; c < w; c += VW) {
+          vf v = vf_loadn(row + c, w - c), best = vf_load(accf + c);
+          vm better = vm_or(is_max ? vf_gt(v, best) : vf_lt(v, best), vf_isnan(v));
+          vm take = vm_andnot(vf_isnan(best), better);
+          vf_store(accf + c, vf_select(take, v, best));
+          vi_store(acci + c, vi_select(take, rv, vi_load(acci + c)));
         }
       }
-      for (int k = 0; k < nv; k++) vi_storen((int32_t*)out + c0 + k * VW, idx[k], cnt[k]);
+      for (int64_t c = 0; c < w; c += VW) vi_storen((int32_t*)out + c0 + c, vi_load(acci + c), w - c);
     }
   }
 }
@@ -546,10 +554,13 @@ static void k_reduce_cols(int op, const float* x, int64_t R, int64_t stride, int
 /* ---- softmax ---------------------------------------------------------------------------------- */
 
 /* max over a row, NaN if any element is NaN */
-static float plv_row_max_nan(const float* p, int64_t C) {
+static float plv_row_max_nan(const float* p, int64_t C, const float* next) {
   vf m = vf_set1(-INFINITY);
   int64_t c = 0;
-  for (; c + VW <= C; c += VW) m = vf_max_nan(m, vf_load(p + c));
+  for (; c + VW <= C; c += VW) {
+    plv_prefetch(next, c);
+    m = vf_max_nan(m, vf_load(p + c));
+  }
   if (c < C) m = vf_max_nan(m, vf_loadn_fill(p + c, C - c, -INFINITY));
   return vf_hmax_nan(m);
 }
@@ -576,7 +587,7 @@ static void k_softmax(const float* X, float* Y, int64_t rows, int64_t C, bool is
   for (int64_t r = 0; r < rows; r++) {
     const float* xr = X + r * C; /* x, y are (rows, C) */
     float* yr = Y + r * C;
-    float mx = plv_row_max_nan(xr, C);
+    float mx = plv_row_max_nan(xr, C, r + 1 < rows ? xr + C : NULL);
     if (is_log) {
       /* log softmax = x − max − log Σ e^(x − max), in double like ref */
       double ls = log(plv_row_sumexp(xr, C, mx, NULL));
@@ -596,7 +607,9 @@ static void k_softmax_backward(const float* Y, const float* DY, float* DX, int64
     const float* dyr = DY + r * C;
     float* dxr = DX + r * C;
     vdd acc = vdd_set1(0.0);
+    bool more = r + 1 < rows;
     for (int64_t c = 0; c < C; c += VW) {
+      if (more) { __builtin_prefetch(yr + C + c); __builtin_prefetch(dyr + C + c); }
       vdd g = vdd_from(vf_loadn(dyr + c, C - c));
       acc = vdd_add(acc, is_log ? g : vdd_mul(g, vdd_from(vf_loadn(yr + c, C - c))));
     }
@@ -622,7 +635,7 @@ static void k_layernorm(const float* X, const float* W, const float* Bv, float* 
                         int64_t rows, int64_t C, double eps) {
   for (int64_t r = 0; r < rows; r++) {
     const float* xr = X + r * C; /* x, out are (rows, C) */
-    double m = plv_row_sum(xr, C, false) / (double)C;
+    double m = plv_row_sum_next(xr, C, false, r + 1 < rows ? xr + C : NULL) / (double)C;
     vdd md = vdd_set1(m), acc = vdd_set1(0.0);
     for (int64_t c = 0; c < C; c += VW) {
       vdd d = vdd_sub(vdd_from(vf_loadn(xr + c, C - c)), md);
@@ -643,42 +656,47 @@ static void k_layernorm(const float* X, const float* W, const float* Bv, float* 
   }
 }
 
-/* With n = (x − mean)·rstd and dn = dy·w: dx = rstd·(dn − mean(dn) − n·mean(dn·n)). */
+/* dw_acc[c..c+k) += a, db_acc likewise (k < VW for the tail of a row) */
+static inline void plv_acc_add(double* acc, vdd a, int64_t k) {
+  if (k >= VW) {
+    vdd_store(acc, vdd_add(vdd_load(acc), a));
+  } else {
+    double t[VW];
+    vdd_store(t, a);
+    for (int64_t j = 0; j < k; j++) acc[j] += t[j];
+  }
+}
+
+/* With n = (x − mean)·rstd and dn = dy·w: dx = rstd·(dn − mean(dn) − n·mean(dn·n)).
+ * mean and rstd are the saved float32 values, so x − mean is exact or rounded once and the
+ * elementwise terms are float32 to an ulp or two each; the row means and the dw/db sums over
+ * rows are formed in double. */
 static void k_layernorm_backward(const float* X, const float* W, const float* MEAN, const float* RSTD, const float* DY,
                                  float* DX, double* dw_acc, double* db_acc, int64_t rows, int64_t C) {
-  const vdd one = vdd_set1(1.0);
   for (int64_t r = 0; r < rows; r++) {
     const float* x = X + r * C; /* x, dy, dx are (rows, C) */
     const float* dy = DY + r * C;
     float* dx = DX + r * C;
-    vdd md = vdd_set1((double)MEAN[r]), sd = vdd_set1((double)RSTD[r]);
+    const vf m = vf_set1(MEAN[r]), s = vf_set1(RSTD[r]), one = vf_set1(1.0f);
     vdd s_dn = vdd_set1(0.0), s_dnn = vdd_set1(0.0);
     for (int64_t c = 0; c < C; c += VW) {
       int64_t k = C - c;
-      vdd n = vdd_mul(vdd_sub(vdd_from(vf_loadn(x + c, k)), md), sd);
-      vdd dn = vdd_mul(vdd_from(vf_loadn(dy + c, k)), W ? vdd_from(vf_loadn(W + c, k)) : one);
-      s_dn = vdd_add(s_dn, dn); /* dy = 0 in missing lanes, so dn = 0 there */
-      s_dnn = vdd_add(s_dnn, vdd_mul(dn, n));
+      vf n = vf_mul(vf_sub(vf_loadn(x + c, k), m), s);
+      vf dn = vf_mul(vf_loadn(dy + c, k), W ? vf_loadn(W + c, k) : one); /* 0 in missing lanes */
+      s_dn = vdd_add(s_dn, vdd_from(dn));
+      s_dnn = vdd_add(s_dnn, vdd_from(vf_mul(dn, n)));
     }
-    vdd dn_mean = vdd_set1(vdd_hsum(s_dn) / (double)C), dnn_mean = vdd_set1(vdd_hsum(s_dnn) / (double)C);
+    const vf dn_mean = vf_set1((float)(vdd_hsum(s_dn) / (double)C));
+    const vf dnn_mean = vf_set1((float)(vdd_hsum(s_dnn) / (double)C));
     for (int64_t c = 0; c < C; c += VW) {
       int64_t k = C - c;
-      vdd g = vdd_from(vf_loadn(dy + c, k));
-      vdd n = vdd_mul(vdd_sub(vdd_from(vf_loadn(x + c, k)), md), sd);
-      vdd dn = vdd_mul(g, W ? vdd_from(vf_loadn(W + c, k)) : one);
-      vf_storen(dx + c, vdd_to(vdd_mul(sd, vdd_sub(vdd_sub(dn, dn_mean), vdd_mul(n, dnn_mean)))), k);
-      if (k >= VW) {
-        if (dw_acc) vdd_store(dw_acc + c, vdd_add(vdd_load(dw_acc + c), vdd_mul(g, n)));
-        if (db_acc) vdd_store(db_acc + c, vdd_add(vdd_load(db_acc + c), g));
-      } else {
-        double gn[VW], gg[VW];
-        vdd_store(gn, vdd_mul(g, n));
-        vdd_store(gg, g);
-        for (int64_t j = 0; j < k; j++) {
-          if (dw_acc) dw_acc[c + j] += gn[j];
-          if (db_acc) db_acc[c + j] += gg[j];
-        }
-      }
+      if (r + 1 < rows) { __builtin_prefetch(x + C + c); __builtin_prefetch(dy + C + c); } /* see plv_prefetch */
+      vf g = vf_loadn(dy + c, k);
+      vf n = vf_mul(vf_sub(vf_loadn(x + c, k), m), s);
+      vf dn = vf_mul(g, W ? vf_loadn(W + c, k) : one);
+      vf_storen(dx + c, vf_mul(s, vf_fnmadd(n, dnn_mean, vf_sub(dn, dn_mean))), k);
+      if (dw_acc) plv_acc_add(dw_acc + c, vdd_from(vf_mul(g, n)), k);
+      if (db_acc) plv_acc_add(db_acc + c, vdd_from(g), k);
     }
   }
 }
@@ -687,44 +705,36 @@ static void k_rmsnorm(const float* X, const float* W, float* OUT, float* RSTD, i
   const vdd one = vdd_set1(1.0);
   for (int64_t r = 0; r < rows; r++) {
     const float* xr = X + r * C; /* x, out are (rows, C) */
-    double s = 1.0 / sqrt(plv_row_sum(xr, C, true) / (double)C + eps);
+    double s = 1.0 / sqrt(plv_row_sum_next(xr, C, true, r + 1 < rows ? xr + C : NULL) / (double)C + eps);
     vdd sd = vdd_set1(s);
     PLV_MAP3(C, xr, W ? W : xr, xr, OUT + r * C, vdd_to(vdd_mul(vdd_mul(vdd_from(x), sd), W ? vdd_from(y) : one)));
     RSTD[r] = (float)s;
   }
 }
 
-/* With n = x·rstd and dn = dy·w: dx = rstd·(dn − n·mean(dn·n)). */
+/* With n = x·rstd and dn = dy·w: dx = rstd·(dn − n·mean(dn·n)), as for layerNorm. */
 static void k_rmsnorm_backward(const float* X, const float* W, const float* RSTD, const float* DY, float* DX,
                                double* dw_acc, int64_t rows, int64_t C) {
-  const vdd one = vdd_set1(1.0);
   for (int64_t r = 0; r < rows; r++) {
     const float* x = X + r * C; /* x, dy, dx are (rows, C) */
     const float* dy = DY + r * C;
     float* dx = DX + r * C;
-    vdd sd = vdd_set1((double)RSTD[r]);
+    const vf s = vf_set1(RSTD[r]), one = vf_set1(1.0f);
     vdd acc = vdd_set1(0.0);
     for (int64_t c = 0; c < C; c += VW) {
       int64_t k = C - c;
-      vdd dn = vdd_mul(vdd_from(vf_loadn(dy + c, k)), W ? vdd_from(vf_loadn(W + c, k)) : one);
-      acc = vdd_add(acc, vdd_mul(vdd_mul(dn, vdd_from(vf_loadn(x + c, k))), sd));
+      vf dn = vf_mul(vf_loadn(dy + c, k), W ? vf_loadn(W + c, k) : one);
+      acc = vdd_add(acc, vdd_from(vf_mul(dn, vf_mul(vf_loadn(x + c, k), s))));
     }
-    vdd dnn_mean = vdd_set1(vdd_hsum(acc) / (double)C);
+    const vf dnn_mean = vf_set1((float)(vdd_hsum(acc) / (double)C));
     for (int64_t c = 0; c < C; c += VW) {
       int64_t k = C - c;
-      vdd g = vdd_from(vf_loadn(dy + c, k));
-      vdd n = vdd_mul(vdd_from(vf_loadn(x + c, k)), sd);
-      vdd dn = vdd_mul(g, W ? vdd_from(vf_loadn(W + c, k)) : one);
-      vf_storen(dx + c, vdd_to(vdd_mul(sd, vdd_sub(dn, vdd_mul(n, dnn_mean)))), k);
-      if (dw_acc) {
-        if (k >= VW) {
-          vdd_store(dw_acc + c, vdd_add(vdd_load(dw_acc + c), vdd_mul(g, n)));
-        } else {
-          double gn[VW];
-          vdd_store(gn, vdd_mul(g, n));
-          for (int64_t j = 0; j < k; j++) dw_acc[c + j] += gn[j];
-        }
-      }
+      if (r + 1 < rows) { __builtin_prefetch(x + C + c); __builtin_prefetch(dy + C + c); }
+      vf g = vf_loadn(dy + c, k);
+      vf n = vf_mul(vf_loadn(x + c, k), s);
+      vf dn = vf_mul(g, W ? vf_loadn(W + c, k) : one);
+      vf_storen(dx + c, vf_mul(s, vf_fnmadd(n, dnn_mean, dn)), k);
+      if (dw_acc) plv_acc_add(dw_acc + c, vdd_from(vf_mul(g, n)), k);
     }
   }
 }
@@ -745,8 +755,10 @@ static void k_cross_entropy(const float* LOGITS, const int32_t* T, float* LOSS, 
       int64_t len = V - c0 < PLV_CE_CHUNK ? V - c0 : PLV_CE_CHUNK;
       const float* p = x + c0;
       vf mv = vf_set1(-INFINITY);
+      const float* next = r + 1 < rows || c0 + len < V ? p + len : NULL; /* rows are contiguous */
       int64_t c = 0;
       for (; c + VW <= len; c += VW) {
+        plv_prefetch(next, c);
         vf v = vf_load(p + c);
         mv = vf_max_nan(mv, v);
         sx = vdd_add(sx, vdd_from(v));

@@ -488,10 +488,22 @@ static bool get_index_args(pl_args* a, bool per_element, bool scatter, index_job
   return true;
 }
 
+/* Rows picked by index are scattered through memory where no hardware prefetcher can follow, so
+ * indexSelect requests the row INDEX_AHEAD positions ahead, a line (16 floats) at a time. */
+#define INDEX_AHEAD 4
+
+static void prefetch_row(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i);
+}
+
 /* row (o, j) of out = row (o, idx[j]) of x */
 static void index_select_range(void* ctx, int64_t b, int64_t e, int thread) {
   index_job* j = (index_job*)ctx;
   for (int64_t r = b; r < e; r++) {
+    if (r + INDEX_AHEAD < e) {
+      int64_t ra = r + INDEX_AHEAD;
+      prefetch_row(j->src + ((ra / j->n) * j->X + j->idx[ra % j->n]) * j->inner, j->inner);
+    }
     int64_t o = r / j->n, k = r % j->n;
     memcpy(j->dst + r * j->inner, j->src + (o * j->X + j->idx[k]) * j->inner, (size_t)j->inner * sizeof(float));
   }

@@ -520,10 +520,14 @@ static napi_value js_binary(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-#define WHERE_LOOP(T)                                                                   \
-  do {                                                                                  \
-    const T* c = (const T*)j->cond + off[0];                                            \
-    for (int64_t i = 0; i < n; i++) o[i] = c[i * sc] != 0 ? pa[i * sa] : pb[i * sb];     \
+/* all three contiguous (the common case, vectorised by the compiler) or any strides */
+#define WHERE_LOOP(T)                                                                     \
+  do {                                                                                    \
+    const T* c = (const T*)j->cond + off[0];                                              \
+    if (sc == 1 && sa == 1 && sb == 1)                                                    \
+      for (int64_t i = 0; i < n; i++) o[i] = c[i] != 0 ? pa[i] : pb[i];                   \
+    else                                                                                  \
+      for (int64_t i = 0; i < n; i++) o[i] = c[i * sc] != 0 ? pa[i * sa] : pb[i * sb];     \
   } while (0)
 
 static void where_rows(void* ctx, int64_t b, int64_t e, int thread) {

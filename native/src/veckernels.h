@@ -3,7 +3,7 @@
  *
  * Numerics follow the ref backend (src/backend/ref), which computes each element in double and
  * rounds once to float32. Where that costs little, these kernels do the same (vdd arithmetic), so
- * copies, casts, comparisons, add/sub/mul/div, clamp, rope, the norms' outputs and most
+ * copies, casts, comparisons, add/sub/mul/div, clamp, rope, the norms' forward outputs and most
  * derivatives match ref bit for bit; transcendental functions use the float32 approximations of
  * vec.h (a few ulp). Sums are accumulated in double. */
 #include "vec.h"

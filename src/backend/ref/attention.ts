@@ -49,7 +49,7 @@ export function attention(q: FloatArray, k: FloatArray, v: FloatArray, out: Floa
 }
 
 /**
- * Recomputes p_j from lse, then with dp_j = dout_i·v_j and Δ_i = Σ_j p_j dp_j = dout_i·out_i:
+ * Recomputes p_j from the scores, then with dp_j = dout_i·v_j and Δ_i = Σ_j p_j dp_j = dout_i·out_i:
  *   ds_j = p_j (dp_j − Δ_i);  dq_i = scale Σ_j ds_j k_j;  dk_j += scale ds_j q_i;  dv_j += p_j dout_i
  * dk and dv sum over every query row and every query head sharing the key/value head.
  */
@@ -70,10 +70,13 @@ export function attentionBackward(q: FloatArray, k: FloatArray, v: FloatArray, o
       const kh = Math.floor(h / groupSize);
       for (let i = 0; i < Tq; i++) {
         const qo = ((b * H + h) * Tq + i) * D; // q, out, dout, dq are (B,H,Tq,D)
-        const row = (b * H + h) * Tq + i; // lse is (B,H,Tq)
         const n = visibleKeys(i, Tk, causal, qOffset);
         let delta = 0;
         for (let d = 0; d < D; d++) delta += dout[qo + d] * out[qo + d];
+        // The row's log-normaliser is recomputed from the scores in double rather than read from
+        // lse: a float32 lse carries a relative error of |lse|·2⁻²⁴ into every p_j of the row,
+        // which alone would make dq worse than the plain path's.
+        let max = -Infinity;
         for (let j = 0; j < n; j++) {
           const ko = ((b * KVH + kh) * Tk + j) * D; // k, v are (B,KVH,Tk,D)
           let dot = 0;
@@ -82,8 +85,16 @@ export function attentionBackward(q: FloatArray, k: FloatArray, v: FloatArray, o
             dot += q[qo + d] * k[ko + d];
             dp += dout[qo + d] * v[ko + d];
           }
-          probs[j] = Math.exp(scale * dot - lse[row]);
-          dscores[j] = probs[j] * (dp - delta);
+          probs[j] = scale * dot;
+          dscores[j] = dp;
+          max = Math.max(max, probs[j]);
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += Math.exp(probs[j] - max);
+        const l = max + Math.log(sum);
+        for (let j = 0; j < n; j++) {
+          probs[j] = Math.exp(probs[j] - l);
+          dscores[j] = probs[j] * (dscores[j] - delta);
         }
         for (let d = 0; d < D; d++) {
           let acc = 0;

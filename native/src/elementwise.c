@@ -591,7 +591,8 @@ typedef struct {
   void* out;
   int64_t outer, R, inner, cols_per_item, items_per_outer;
   const pl_vk* vk;
-  /* split-R partials: one slot per thread */
+  /* one long row cut into parts of part_len, each reduced to its own partial */
+  int64_t part_len;
   float* part_f;
   int32_t* part_i;
   double* part_d;
@@ -617,17 +618,21 @@ static void reduce_cols_range(void* ctx, int64_t b, int64_t e, int thread) {
   }
 }
 
-/* One long row split across threads: each thread reduces its slice of R to a partial. */
-static void reduce_split_range(void* ctx, int64_t b, int64_t e, int thread) {
+/* One long row cut into parts: part p reduces its slice of R to partial p (the parts are fixed,
+ * so the combined result does not depend on which thread ran which part). */
+static void reduce_parts(void* ctx, int64_t b, int64_t e, int thread) {
   reduce_job* j = (reduce_job*)ctx;
-  if (j->op == PL_R_SUM || j->op == PL_R_SUMSQ) {
-    j->part_d[thread] = j->vk->sum(j->x + b, e - b, j->op == PL_R_SUMSQ);
-  } else if (j->op == PL_R_MAX || j->op == PL_R_MIN) {
-    j->vk->reduce_rows(j->op, j->x + b, 1, e - b, &j->part_f[thread]);
-  } else {
-    int32_t r;
-    j->vk->reduce_rows(j->op, j->x + b, 1, e - b, &r);
-    j->part_i[thread] = (int32_t)(b + r);
+  for (int64_t p = b; p < e; p++) {
+    int64_t r0 = p * j->part_len, n = j->R - r0 < j->part_len ? j->R - r0 : j->part_len;
+    if (j->op == PL_R_SUM || j->op == PL_R_SUMSQ) {
+      j->part_d[p] = j->vk->sum(j->x + r0, n, j->op == PL_R_SUMSQ);
+    } else if (j->op == PL_R_MAX || j->op == PL_R_MIN) {
+      j->vk->reduce_rows(j->op, j->x + r0, 1, n, &j->part_f[p]);
+    } else {
+      int32_t r;
+      j->vk->reduce_rows(j->op, j->x + r0, 1, n, &r);
+      j->part_i[p] = (int32_t)(r0 + r);
+    }
   }
 }
 
@@ -679,11 +684,10 @@ static napi_value js_reduce(napi_env env, napi_callback_info info) {
     j.part_f = pf;
     j.part_i = pi;
     j.part_d = pd;
-    /* pl_parallel_for gives thread t the t-th of `active` equal chunks */
-    pl_parallel_for(R, GRAIN_MOVE, reduce_split_range, &j);
-    int64_t active = (R + GRAIN_MOVE - 1) / GRAIN_MOVE < threads ? (R + GRAIN_MOVE - 1) / GRAIN_MOVE : threads;
-    int64_t chunk = (R + active - 1) / active;
-    int used = (int)((R + chunk - 1) / chunk);
+    int64_t k = (R + GRAIN_MOVE - 1) / GRAIN_MOVE < threads ? (R + GRAIN_MOVE - 1) / GRAIN_MOVE : threads;
+    j.part_len = (R + k - 1) / k;
+    int used = (int)((R + j.part_len - 1) / j.part_len);
+    pl_parallel_for(used, 1, reduce_parts, &j);
     if (j.op == PL_R_SUM || j.op == PL_R_SUMSQ) {
       double s = 0;
       for (int t = 0; t < used; t++) s += pd[t];

@@ -32,7 +32,8 @@ typedef struct {
   int64_t C;
   double eps;
   bool log;
-  double *dw_part, *db_part; /* per-thread partial sums, C each */
+  int64_t rows, rows_per_part;
+  double *dw_part, *db_part; /* partial sums over each part's rows, C each */
   const pl_vk* vk;
 } row_job;
 
@@ -98,39 +99,46 @@ static void rmsnorm_range(void* ctx, int64_t b, int64_t e, int thread) {
   j->vk->rmsnorm(j->x + b * j->C, j->w, j->out + b * j->C, j->orstd + b, e - b, j->C, j->eps);
 }
 
-/* Thread t's chunk of rows adds into its own partial rows (zeroed first), so no two threads write
- * the same memory and the partials are summed afterwards in thread order. */
-static void layernorm_backward_range(void* ctx, int64_t b, int64_t e, int thread) {
-  row_job* j = (row_job*)ctx;
-  double* dw = j->dw_part ? j->dw_part + (size_t)thread * j->C : NULL;
-  double* db = j->db_part ? j->db_part + (size_t)thread * j->C : NULL;
-  if (dw) memset(dw, 0, (size_t)j->C * sizeof(double));
-  if (db) memset(db, 0, (size_t)j->C * sizeof(double));
-  j->vk->layernorm_backward(j->x + b * j->C, j->w, j->mean + b, j->rstd + b, j->dy + b * j->C, j->dx + b * j->C,
-                            dw, db, e - b, j->C);
-}
-
-static void rmsnorm_backward_range(void* ctx, int64_t b, int64_t e, int thread) {
-  row_job* j = (row_job*)ctx;
-  double* dw = j->dw_part ? j->dw_part + (size_t)thread * j->C : NULL;
-  if (dw) memset(dw, 0, (size_t)j->C * sizeof(double));
-  j->vk->rmsnorm_backward(j->x + b * j->C, j->w, j->rstd + b, j->dy + b * j->C, j->dx + b * j->C, dw, e - b, j->C);
-}
-
-/* The number of chunks pl_parallel_for makes of n items with this grain (threads 0..k−1 get one each). */
-static int chunks_of(int64_t n, int64_t grain) {
-  if (n <= 0) return 0;
-  int64_t k = (n + grain - 1) / grain, t = pl_num_threads();
+/* dw and db are sums over all rows. The rows are cut into a fixed number of parts (one per thread
+ * when there is work enough), each part sums its rows into its own partial rows, and the partials
+ * are added afterwards in part order: no two threads write the same memory, and the result is the
+ * same on every run however the parts are scheduled (even all on one thread). */
+static int parts_of(int64_t rows, int64_t grain, int64_t* rows_per_part) {
+  int64_t k = (rows + grain - 1) / grain, t = pl_num_threads();
   if (k > t) k = t;
-  int64_t chunk = (n + k - 1) / k;
-  return (int)((n + chunk - 1) / chunk);
+  if (k < 1) k = 1;
+  *rows_per_part = (rows + k - 1) / k;
+  return (int)(rows > 0 ? (rows + *rows_per_part - 1) / *rows_per_part : 1);
 }
 
-/* target[c] += Σ_t part[t][c], the threads in order */
+static void layernorm_backward_parts(void* ctx, int64_t b, int64_t e, int thread) {
+  row_job* j = (row_job*)ctx;
+  for (int64_t p = b; p < e; p++) {
+    int64_t r0 = p * j->rows_per_part, r1 = r0 + j->rows_per_part < j->rows ? r0 + j->rows_per_part : j->rows;
+    double* dw = j->dw_part ? j->dw_part + (size_t)p * j->C : NULL;
+    double* db = j->db_part ? j->db_part + (size_t)p * j->C : NULL;
+    if (dw) memset(dw, 0, (size_t)j->C * sizeof(double));
+    if (db) memset(db, 0, (size_t)j->C * sizeof(double));
+    j->vk->layernorm_backward(j->x + r0 * j->C, j->w, j->mean + r0, j->rstd + r0, j->dy + r0 * j->C, j->dx + r0 * j->C,
+                              dw, db, r1 - r0, j->C);
+  }
+}
+
+static void rmsnorm_backward_parts(void* ctx, int64_t b, int64_t e, int thread) {
+  row_job* j = (row_job*)ctx;
+  for (int64_t p = b; p < e; p++) {
+    int64_t r0 = p * j->rows_per_part, r1 = r0 + j->rows_per_part < j->rows ? r0 + j->rows_per_part : j->rows;
+    double* dw = j->dw_part ? j->dw_part + (size_t)p * j->C : NULL;
+    if (dw) memset(dw, 0, (size_t)j->C * sizeof(double));
+    j->vk->rmsnorm_backward(j->x + r0 * j->C, j->w, j->rstd + r0, j->dy + r0 * j->C, j->dx + r0 * j->C, dw, r1 - r0, j->C);
+  }
+}
+
+/* target[c] += Σ_p part[p][c], the parts in order */
 static void add_partials(float* target, const double* part, int parts, int64_t C) {
   for (int64_t c = 0; c < C; c++) {
     double s = 0;
-    for (int t = 0; t < parts; t++) s += part[(size_t)t * C + c];
+    for (int p = 0; p < parts; p++) s += part[(size_t)p * C + c];
     target[c] = (float)((double)target[c] + s);
   }
 }
@@ -180,11 +188,10 @@ static napi_value js_layer_norm_backward(napi_env env, napi_callback_info info) 
       !pl_need(&a, "x", lx, n) || !pl_need(&a, "mean", lm, rows) || !pl_need(&a, "rstd", lr, rows) ||
       !pl_need(&a, "dy", ldy, n) || !pl_need(&a, "dx", ldx, n))
     return NULL;
-  int64_t grain = rows_grain(C, GRAIN_MOVE / 8);
-  int parts = chunks_of(rows, grain);
+  int parts = parts_of(rows, rows_grain(C, GRAIN_MOVE / 8), &j.rows_per_part);
   double* part = NULL;
-  if ((dw || db) && parts > 0) {
-    part = (double*)malloc((size_t)parts * (size_t)C * 2 * sizeof(double));
+  if (dw || db) {
+    part = (double*)malloc((size_t)parts * (size_t)C * 2 * sizeof(double) + 1);
     if (!part) { pl_fail(&a, "out of memory for %d partial rows of %lld", parts, (long long)C); return NULL; }
   }
   j.x = x;
@@ -194,10 +201,11 @@ static napi_value js_layer_norm_backward(napi_env env, napi_callback_info info) 
   j.dy = dy;
   j.dx = dx;
   j.C = C;
+  j.rows = rows;
   j.dw_part = dw ? part : NULL;
   j.db_part = db ? part + (size_t)parts * C : NULL;
   j.vk = pl_vk_best();
-  pl_parallel_for(rows, grain, layernorm_backward_range, &j);
+  pl_parallel_for(parts, 1, layernorm_backward_parts, &j);
   if (dw) add_partials(dw, j.dw_part, parts, C);
   if (db) add_partials(db, j.db_part, parts, C);
   free(part);
@@ -240,11 +248,10 @@ static napi_value js_rms_norm_backward(napi_env env, napi_callback_info info) {
       !get_opt_vec(&a, 1, "w", C, &w) || !get_opt_vec(&a, 5, "dw", C, &dw) || !pl_need(&a, "x", lx, n) ||
       !pl_need(&a, "rstd", lr, rows) || !pl_need(&a, "dy", ldy, n) || !pl_need(&a, "dx", ldx, n))
     return NULL;
-  int64_t grain = rows_grain(C, GRAIN_MOVE / 8);
-  int parts = chunks_of(rows, grain);
+  int parts = parts_of(rows, rows_grain(C, GRAIN_MOVE / 8), &j.rows_per_part);
   double* part = NULL;
-  if (dw && parts > 0) {
-    part = (double*)malloc((size_t)parts * (size_t)C * sizeof(double));
+  if (dw) {
+    part = (double*)malloc((size_t)parts * (size_t)C * sizeof(double) + 1);
     if (!part) { pl_fail(&a, "out of memory for %d partial rows of %lld", parts, (long long)C); return NULL; }
   }
   j.x = x;
@@ -253,9 +260,10 @@ static napi_value js_rms_norm_backward(napi_env env, napi_callback_info info) {
   j.dy = dy;
   j.dx = dx;
   j.C = C;
+  j.rows = rows;
   j.dw_part = part;
   j.vk = pl_vk_best();
-  pl_parallel_for(rows, grain, rmsnorm_backward_range, &j);
+  pl_parallel_for(parts, 1, rmsnorm_backward_parts, &j);
   if (dw) add_partials(dw, part, parts, C);
   free(part);
   return NULL;

@@ -16,8 +16,10 @@
 // kernels are checked against direct float64 formulas for the semantics the native kernels mirror.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { refBackend as R } from '../../src/backend/ref/index.js';
 import { createNativeBackend, loadAddon } from '../../src/backend/native/index.js';
 import { uniformAt } from '../../src/backend/random.js';
@@ -265,7 +267,7 @@ function nativeSuite(K: Backend): void {
         ['exp', -104, 89, 1.5], ['log', 0, 30, 1.5], ['tanh', -12, 12, 1.5], ['sigmoid', -90, 30, 2.5],
         ['silu', -87, 90, 3.5], ['gelu_tanh', -10, 30, 4.5], ['gelu_erf', -13, 30, 5.5],
       ];
-      const n = 60001;
+      const n = 30001;
       for (const [op, lo, hi, tol] of grids) {
         const x = f32(n);
         for (let i = 0; i < n; i++) x[i] = lo + ((hi - lo) * i) / (n - 1);
@@ -677,6 +679,95 @@ function nativeSuite(K: Backend): void {
     });
   });
 
+  test('fused kernels err against float64 at most twice the plain float32 path (softmax, norms, cross-entropy)', () => {
+    // the plain path: the same math as separate float32 kernels, each result rounded (a reduction
+    // sums in double and rounds once, as the reduce kernel does)
+    const fr = Math.fround;
+    const sum = (a: ArrayLike<number>) => { let s = 0; for (let i = 0; i < a.length; i++) s += a[i]; return fr(s); };
+    const maxErr = (a: ArrayLike<number>, e: Float64Array) => { let m = 0; for (let i = 0; i < e.length; i++) m = Math.max(m, Math.abs(a[i] - e[i])); return m; };
+    const plainLogSoftmaxRow = (x: Float32Array) => {
+      const m = x.reduce((p, v) => Math.max(p, v), -Infinity);
+      const d = x.map((v) => fr(v - m));
+      return { d, e: d.map((v) => fr(Math.exp(v))) };
+    };
+    for (const [rows, C] of [[64, 1000], [4, 50257], [256, 64]]) {
+      const x = rand(rows * C, C, -12, 12), w = rand(C, C + 1, 0.5, 1.5), b = rand(C, C + 2, -1, 1);
+      for (let c = 0; c < C; c++) x[c] += 100; // one row with a large mean
+      const xe = f64(x);
+      const plain = { sm: f32(rows * C), lsm: f32(rows * C), ln: f32(rows * C), rms: f32(rows * C), ce: f32(rows) };
+      const t = Int32Array.from({ length: rows }, (_, r) => (r * 7919) % C);
+      for (let r = 0; r < rows; r++) {
+        const row = x.subarray(r * C, r * C + C);
+        const { d, e } = plainLogSoftmaxRow(row);
+        const s = sum(e), ls = fr(Math.log(s));
+        for (let c = 0; c < C; c++) {
+          plain.sm[r * C + c] = fr(e[c] / s);
+          plain.lsm[r * C + c] = fr(d[c] - ls);
+        }
+        plain.ce[r] = -plain.lsm[r * C + t[r]];
+        const mean = fr(sum(row) / C), xc = row.map((v) => fr(v - mean));
+        const rstd = fr(1 / fr(Math.sqrt(fr(fr(sum(xc.map((v) => fr(v * v)))) / C + 1e-5))));
+        for (let c = 0; c < C; c++) plain.ln[r * C + c] = fr(fr(fr(xc[c] * rstd) * w[c]) + b[c]);
+        const rr = fr(1 / fr(Math.sqrt(fr(fr(sum(row.map((v) => fr(v * v)))) / C + 1e-6))));
+        for (let c = 0; c < C; c++) plain.rms[r * C + c] = fr(fr(row[c] * rr) * w[c]);
+      }
+      const exact = { sm: new Float64Array(rows * C), lsm: new Float64Array(rows * C), ln: new Float64Array(rows * C), rms: new Float64Array(rows * C), ce: new Float64Array(rows) };
+      const got = { sm: f32(rows * C), lsm: f32(rows * C), ln: f32(rows * C), rms: f32(rows * C), ce: f32(rows) };
+      const n64 = () => new Float64Array(rows), n32 = () => f32(rows);
+      R.softmax(xe, exact.sm, rows, C, false);
+      R.softmax(xe, exact.lsm, rows, C, true);
+      R.layerNorm(xe, f64(w), f64(b), exact.ln, n64(), n64(), rows, C, 1e-5);
+      R.rmsNorm(xe, f64(w), exact.rms, n64(), rows, C, 1e-6);
+      R.crossEntropy(xe, t, exact.ce, n64(), rows, C, -100, 0);
+      K.softmax(x, got.sm, rows, C, false);
+      K.softmax(x, got.lsm, rows, C, true);
+      K.layerNorm(x, w, b, got.ln, n32(), n32(), rows, C, 1e-5);
+      K.rmsNorm(x, w, got.rms, n32(), rows, C, 1e-6);
+      K.crossEntropy(x, t, got.ce, n32(), rows, C, -100, 0);
+      for (const k of ['sm', 'lsm', 'ln', 'rms', 'ce'] as const) {
+        const eg = maxErr(got[k], exact[k]), ep = maxErr(plain[k], exact[k]);
+        assert.ok(eg <= 2 * ep, `${k} ${rows}x${C}: fused error ${eg} > 2 x plain ${ep}`);
+      }
+    }
+  });
+
+  test('sums over rows are identical when several JS threads share the thread pool', { skip: CHILD }, async () => {
+    // A call made while another JS thread holds the pool runs on its own thread: the partial sums
+    // must not depend on that (nor on which thread ran which part).
+    const rows = 301, C = 257, long = 400003;
+    const x = rand(rows * C, 1, -2, 2), w = rand(C, 2), dy = rand(rows * C, 3), mean = f32(rows), rstd = f32(rows);
+    R.layerNorm(x, w, null, f32(rows * C), mean, rstd, rows, C, 1e-5);
+    const xl = rand(long, 4);
+    const run = (k: Backend) => {
+      const dw = f32(C), db = f32(C), dwr = f32(C), s = f32(1);
+      k.layerNormBackward(x, w, mean, rstd, dy, f32(rows * C), dw, db, rows, C);
+      k.rmsNormBackward(x, w, rstd, dy, f32(rows * C), dwr, rows, C);
+      k.reduce('sum', xl, s, 1, long, 1);
+      return [dw, db, dwr, s];
+    };
+    const want = run(K);
+    const addonFile = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'build', 'Release', 'plinth.node');
+    const code = `
+      const { parentPort, workerData: d } = require('node:worker_threads');
+      const a = require(d.addonFile);
+      const out = [];
+      for (let k = 0; k < 30; k++) {
+        const dw = new Float32Array(d.C), db = new Float32Array(d.C), dwr = new Float32Array(d.C), s = new Float32Array(1);
+        a.layerNormBackward(d.x, d.w, d.mean, d.rstd, d.dy, new Float32Array(d.rows * d.C), dw, db, d.rows, d.C);
+        a.rmsNormBackward(d.x, d.w, d.rstd, d.dy, new Float32Array(d.rows * d.C), dwr, d.rows, d.C);
+        a.reduce('sum', d.xl, s, 1, d.xl.length, 1);
+        out.push([dw, db, dwr, s]);
+      }
+      parentPort.postMessage(out);`;
+    const workerData = { addonFile, x, w, mean, rstd, dy, xl, rows, C };
+    const results = await Promise.all([0, 1, 2].map(() => new Promise<Float32Array[][]>((resolve, reject) => {
+      const wk = new Worker(code, { eval: true, workerData });
+      wk.once('message', resolve);
+      wk.once('error', reject);
+    })));
+    for (const runs of results) for (const got of runs) for (let k = 0; k < want.length; k++) assertBits(`concurrent result ${k}`, got[k], want[k]);
+  });
+
   test('bad arguments throw instead of touching memory', () => {
     const call = (k: string, ...args: unknown[]) => () => (addon![k] as (...a: unknown[]) => void)(...args);
     const x = f32(10);
@@ -756,19 +847,31 @@ function formulaSuite(): void {
   });
 }
 
+/** Reruns this file in a child process with a capped ISA (CPU detection is cached per process). */
+function runChild(isa: string, threads: string): Promise<{ status: number | null; out: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, PLINTH_ISA: isa, PLINTH_KERNELS_CHILD: '1' };
+  if (threads) env.PLINTH_THREADS = threads;
+  delete env.NODE_TEST_CONTEXT; // the child reports on its own, not to this runner
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], { env });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('close', (status) => resolve({ status, out }));
+  });
+}
+
 if (!CHILD) formulaSuite();
 if (N) {
+  // the children start at once and run while this process checks the best ISA
+  const children = CHILD ? [] : ([['avx2', ''], ['scalar', '1']] as const).map(([isa, threads]) => ({ isa, threads, run: runChild(isa, threads) }));
   describe(`native kernels against ref${process.env.PLINTH_ISA ? ` (PLINTH_ISA=${process.env.PLINTH_ISA})` : ''}`, () => nativeSuite(N));
   if (!CHILD) {
     describe('native kernels on every instruction set', () => {
-      // CPU detection is cached per process, so each capped ISA reruns the checks in a child.
-      for (const [isa, threads] of [['avx2', ''], ['scalar', '1']]) {
-        test(`PLINTH_ISA=${isa}${threads ? ` PLINTH_THREADS=${threads}` : ''}`, () => {
-          const env: NodeJS.ProcessEnv = { ...process.env, PLINTH_ISA: isa, PLINTH_KERNELS_CHILD: '1' };
-          if (threads) env.PLINTH_THREADS = threads;
-          delete env.NODE_TEST_CONTEXT; // the child reports on its own, not to this runner
-          const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8' });
-          assert.equal(r.status, 0, `the native checks failed with PLINTH_ISA=${isa}:\n${r.stdout}\n${r.stderr}`);
+      for (const { isa, threads, run } of children) {
+        test(`PLINTH_ISA=${isa}${threads ? ` PLINTH_THREADS=${threads}` : ''}`, async () => {
+          const r = await run;
+          assert.equal(r.status, 0, `the native checks failed with PLINTH_ISA=${isa}:\n${r.out}`);
         });
       }
     });

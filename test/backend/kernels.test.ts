@@ -9,7 +9,10 @@
 // gathers and scatters, dropout masks, rope, and most derivatives. Otherwise the bound is a few
 // float32 ulps of the result plus, where the formula has a term that cancels, a few units of
 // roundoff (u = 2⁻²⁴) of the magnitude of the terms; each bound is stated where it is used, with
-// the reason. Results below the normal range (|x| < 2⁻¹²⁶) count as equal to 0.
+// the reason. Results below the normal range (|x| < 2⁻¹²⁶) count as equal to 0. The vectorised
+// exp/log/tanh/sigmoid/silu/GELU are also held to a few ulps of float64 over their whole ranges,
+// the fused kernels to DESIGN.md's rule (error against float64 at most twice the plain float32
+// path's), and the sums over rows to bit-identical results when several JS threads share the pool.
 //
 // The same checks rerun in child processes with PLINTH_ISA=avx2 and PLINTH_ISA=scalar (one
 // thread), so every instruction-set path runs in `npm test`. Without the native addon, the ref

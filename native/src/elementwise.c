@@ -319,7 +319,9 @@ static double read_as_double(const void* p, int dt, int64_t i) {
 static void cast_range(void* ctx, int64_t b, int64_t e, int thread) {
   cast_job* j = (cast_job*)ctx;
   if (j->conv >= 0) {
-    j->vk->cast(j->conv, (const uint8_t*)j->src + (size_t)b * j->ses, (uint8_t*)j->dst + (size_t)b * j->des, e - b);
+    int64_t m = b + pl_align_head((uint8_t*)j->dst + (size_t)b * j->des, j->des, e - b);
+    if (m > b) j->vk->cast(j->conv, (const uint8_t*)j->src + (size_t)b * j->ses, (uint8_t*)j->dst + (size_t)b * j->des, m - b);
+    j->vk->cast(j->conv, (const uint8_t*)j->src + (size_t)m * j->ses, (uint8_t*)j->dst + (size_t)m * j->des, e - m);
     return;
   }
   if (j->from == j->to && j->from == DT_F32) {
@@ -410,12 +412,16 @@ typedef struct {
 
 static void unary_range(void* ctx, int64_t b, int64_t e, int thread) {
   unary_job* j = (unary_job*)ctx;
-  j->vk->unary(j->op, j->x + b, j->out + b, e - b, j->p0, j->p1);
+  int64_t m = b + pl_align_head(j->out + b, 4, e - b);
+  if (m > b) j->vk->unary(j->op, j->x + b, j->out + b, m - b, j->p0, j->p1);
+  j->vk->unary(j->op, j->x + m, j->out + m, e - m, j->p0, j->p1);
 }
 
 static void unary_backward_range(void* ctx, int64_t b, int64_t e, int thread) {
   unary_job* j = (unary_job*)ctx;
-  j->vk->unary_backward(j->op, j->x + b, j->y + b, j->dy + b, j->out + b, e - b, j->p0, j->p1);
+  int64_t m = b + pl_align_head(j->out + b, 4, e - b);
+  if (m > b) j->vk->unary_backward(j->op, j->x + b, j->y + b, j->dy + b, j->out + b, m - b, j->p0, j->p1);
+  j->vk->unary_backward(j->op, j->x + m, j->y + m, j->dy + m, j->out + m, e - m, j->p0, j->p1);
 }
 
 /* unary(op, x, out, n, p0, p1) */
@@ -470,11 +476,18 @@ typedef struct {
   const pl_vk* vk;
 } bin_job;
 
+/* out[b, e) = a op b with the last-dim strides, the head up to an aligned out a call of its own */
+static void binary_span(const bin_job* j, const float* a, int64_t sa, const float* b, int64_t sb, float* out, int64_t n) {
+  int64_t h = pl_align_head(out, 4, n);
+  if (h > 0) j->vk->binary(j->op, a, sa, b, sb, out, h);
+  j->vk->binary(j->op, a + h * sa, sa, b + h * sb, sb, out + h, n - h);
+}
+
 /* a flat range of a single-row walk */
 static void binary_flat(void* ctx, int64_t b, int64_t e, int thread) {
   bin_job* j = (bin_job*)ctx;
   int64_t sa = j->w.stride[0][j->w.nd - 1], sb = j->w.stride[1][j->w.nd - 1];
-  j->vk->binary(j->op, j->a + b * sa, sa, j->b + b * sb, sb, j->out + b, e - b);
+  binary_span(j, j->a + b * sa, sa, j->b + b * sb, sb, j->out + b, e - b);
 }
 
 static void binary_rows(void* ctx, int64_t b, int64_t e, int thread) {
@@ -484,7 +497,7 @@ static void binary_rows(void* ctx, int64_t b, int64_t e, int thread) {
   walk_offsets(&j->w, b, off);
   int64_t sa = j->w.stride[0][j->w.nd - 1], sb = j->w.stride[1][j->w.nd - 1];
   for (int64_t r = b; r < e; r++) {
-    j->vk->binary(j->op, j->a + off[0], sa, j->b + off[1], sb, j->out + r * j->inner, j->inner);
+    binary_span(j, j->a + off[0], sa, j->b + off[1], sb, j->out + r * j->inner, j->inner);
     walk_next(&j->w, idx, off);
   }
 }

@@ -359,14 +359,19 @@ typedef struct {
   const pl_vk* vk;
 } swiglu_job;
 
+/* each flat range runs its head up to a 64-byte-aligned output as a call of its own (pl_align_head) */
 static void swiglu_range(void* ctx, int64_t b, int64_t e, int thread) {
   swiglu_job* j = (swiglu_job*)ctx;
-  j->vk->swiglu(j->gate + b, j->up + b, j->out + b, e - b);
+  int64_t m = b + pl_align_head(j->out + b, 4, e - b);
+  if (m > b) j->vk->swiglu(j->gate + b, j->up + b, j->out + b, m - b);
+  j->vk->swiglu(j->gate + m, j->up + m, j->out + m, e - m);
 }
 
 static void swiglu_backward_range(void* ctx, int64_t b, int64_t e, int thread) {
   swiglu_job* j = (swiglu_job*)ctx;
-  j->vk->swiglu_backward(j->gate + b, j->up + b, j->dy + b, j->dgate + b, j->dup + b, e - b);
+  int64_t m = b + pl_align_head(j->dgate + b, 4, e - b);
+  if (m > b) j->vk->swiglu_backward(j->gate + b, j->up + b, j->dy + b, j->dgate + b, j->dup + b, m - b);
+  j->vk->swiglu_backward(j->gate + m, j->up + m, j->dy + m, j->dgate + m, j->dup + m, e - m);
 }
 
 /* swiglu(gate, up, out, n) */
@@ -724,7 +729,9 @@ typedef struct {
 static void dropout_range(void* ctx, int64_t b, int64_t e, int thread) {
   dropout_job* j = (dropout_job*)ctx;
   if (j->exact_counters) {
-    j->vk->dropout(j->out + b, e - b, j->threshold, j->scale, j->key, j->counter0 + (uint32_t)b);
+    int64_t m = b + pl_align_head(j->out + b, 4, e - b);
+    if (m > b) j->vk->dropout(j->out + b, m - b, j->threshold, j->scale, j->key, j->counter0 + (uint32_t)b);
+    j->vk->dropout(j->out + m, e - m, j->threshold, j->scale, j->key, j->counter0 + (uint32_t)m);
     return;
   }
   /* a fractional offset: the counter is (offset + i) >>> 0, formed in double as in random.ts */
@@ -771,7 +778,9 @@ typedef struct {
 
 static void adamw_range(void* ctx, int64_t b, int64_t e, int thread) {
   adamw_job* j = (adamw_job*)ctx;
-  j->vk->adamw(j->p + b, j->g + b, j->m + b, j->v + b, e - b, &j->c);
+  int64_t m = b + pl_align_head(j->p + b, 4, e - b);
+  if (m > b) j->vk->adamw(j->p + b, j->g + b, j->m + b, j->v + b, m - b, &j->c);
+  j->vk->adamw(j->p + m, j->g + m, j->m + m, j->v + m, e - m, &j->c);
 }
 
 /* adamwStep(p, g, m, v, n, lr, beta1, beta2, eps, weightDecay, step) */

@@ -34,6 +34,7 @@ typedef struct {
   bool log;
   int64_t rows, rows_per_part;
   double *dw_part, *db_part; /* partial sums over each part's rows, C each */
+  float* scratch;            /* per part: 2C floats (see veckernels.h) */
   const pl_vk* vk;
 } row_job;
 
@@ -120,7 +121,7 @@ static void layernorm_backward_parts(void* ctx, int64_t b, int64_t e, int thread
     if (dw) memset(dw, 0, (size_t)j->C * sizeof(double));
     if (db) memset(db, 0, (size_t)j->C * sizeof(double));
     j->vk->layernorm_backward(j->x + r0 * j->C, j->w, j->mean + r0, j->rstd + r0, j->dy + r0 * j->C, j->dx + r0 * j->C,
-                              dw, db, r1 - r0, j->C);
+                              dw, db, j->scratch ? j->scratch + (size_t)p * 2 * j->C : NULL, r1 - r0, j->C);
   }
 }
 
@@ -130,7 +131,8 @@ static void rmsnorm_backward_parts(void* ctx, int64_t b, int64_t e, int thread) 
     int64_t r0 = p * j->rows_per_part, r1 = r0 + j->rows_per_part < j->rows ? r0 + j->rows_per_part : j->rows;
     double* dw = j->dw_part ? j->dw_part + (size_t)p * j->C : NULL;
     if (dw) memset(dw, 0, (size_t)j->C * sizeof(double));
-    j->vk->rmsnorm_backward(j->x + r0 * j->C, j->w, j->rstd + r0, j->dy + r0 * j->C, j->dx + r0 * j->C, dw, r1 - r0, j->C);
+    j->vk->rmsnorm_backward(j->x + r0 * j->C, j->w, j->rstd + r0, j->dy + r0 * j->C, j->dx + r0 * j->C, dw,
+                            j->scratch ? j->scratch + (size_t)p * 2 * j->C : NULL, r1 - r0, j->C);
   }
 }
 
@@ -191,8 +193,10 @@ static napi_value js_layer_norm_backward(napi_env env, napi_callback_info info) 
   int parts = parts_of(rows, rows_grain(C, GRAIN_MOVE / 8), &j.rows_per_part);
   double* part = NULL;
   if (dw || db) {
-    part = (double*)malloc((size_t)parts * (size_t)C * 2 * sizeof(double) + 1);
+    /* per part: the dw and db partials (doubles), then 2C floats of scratch */
+    part = (double*)malloc((size_t)parts * (size_t)C * 3 * sizeof(double) + 1);
     if (!part) { pl_fail(&a, "out of memory for %d partial rows of %lld", parts, (long long)C); return NULL; }
+    j.scratch = (float*)(part + (size_t)parts * C * 2);
   }
   j.x = x;
   j.w = w;
@@ -251,8 +255,10 @@ static napi_value js_rms_norm_backward(napi_env env, napi_callback_info info) {
   int parts = parts_of(rows, rows_grain(C, GRAIN_MOVE / 8), &j.rows_per_part);
   double* part = NULL;
   if (dw) {
-    part = (double*)malloc((size_t)parts * (size_t)C * sizeof(double) + 1);
+    /* per part: the dw partial (doubles), then 2C floats of scratch */
+    part = (double*)malloc((size_t)parts * (size_t)C * 2 * sizeof(double) + 1);
     if (!part) { pl_fail(&a, "out of memory for %d partial rows of %lld", parts, (long long)C); return NULL; }
+    j.scratch = (float*)(part + (size_t)parts * C);
   }
   j.x = x;
   j.w = w;

@@ -508,11 +508,25 @@ static void k_reduce_cols(int op, const float* x, int64_t R, int64_t stride, int
     const float* base = x + c0; /* x[r, c0 + c] at base[r·stride + c] */
     if (op == PL_R_SUM || op == PL_R_SUMSQ) {
       for (int64_t c = 0; c < w; c += VW) vdd_store(accd + c, vdd_set1(0.0));
-      for (int64_t r = 0; r < R; r++) {
+      bool sq = op == PL_R_SUMSQ;
+      int64_t r = 0;
+      /* four rows per pass over the accumulators: a quarter of their loads and stores, and four
+       * streams in flight */
+      for (; r + 4 <= R; r += 4) {
+        const float* row = base + r * stride;
+        for (int64_t c = 0; c < w; c += VW) {
+          int64_t k = w - c;
+          vdd v0 = vdd_from(vf_loadn(row + c, k)), v1 = vdd_from(vf_loadn(row + stride + c, k));
+          vdd v2 = vdd_from(vf_loadn(row + 2 * stride + c, k)), v3 = vdd_from(vf_loadn(row + 3 * stride + c, k));
+          if (sq) { v0 = vdd_mul(v0, v0); v1 = vdd_mul(v1, v1); v2 = vdd_mul(v2, v2); v3 = vdd_mul(v3, v3); }
+          vdd_store(accd + c, vdd_add(vdd_load(accd + c), vdd_add(vdd_add(v0, v1), vdd_add(v2, v3))));
+        }
+      }
+      for (; r < R; r++) {
         const float* row = base + r * stride;
         for (int64_t c = 0; c < w; c += VW) {
           vdd v = vdd_from(vf_loadn(row + c, w - c));
-          if (op == PL_R_SUMSQ) v = vdd_mul(v, v);
+          if (sq) v = vdd_mul(v, v);
           vdd_store(accd + c, vdd_add(vdd_load(accd + c), v));
         }
       }
@@ -656,23 +670,38 @@ static void k_layernorm(const float* X, const float* W, const float* Bv, float* 
   }
 }
 
-/* dw_acc[c..c+k) += a, db_acc likewise (k < VW for the tail of a row) */
-static inline void plv_acc_add(double* acc, vdd a, int64_t k) {
-  if (k >= VW) {
-    vdd_store(acc, vdd_add(vdd_load(acc), a));
-  } else {
-    double t[VW];
-    vdd_store(t, a);
-    for (int64_t j = 0; j < k; j++) acc[j] += t[j];
+/* The sums over rows for dw and db are formed in float32 over blocks of PLV_NORM_BLOCK rows (in
+ * scratch, a row of C floats each) and added to the double accumulators once per block: a quarter
+ * of the memory traffic of accumulating every row in double, with an error bounded by the block
+ * length rather than the row count. */
+#define PLV_NORM_BLOCK 16
+
+static inline void plv_acc_rowf(float* acc, vf v, int64_t k) {
+  if (k >= VW) vf_store(acc, vf_add(vf_load(acc), v));
+  else vf_storen(acc, vf_add(vf_loadn(acc, k), v), k);
+}
+
+static void plv_flush_block(double* acc, float* blk, int64_t C) {
+  for (int64_t c = 0; c < C; c += VW) {
+    if (C - c >= VW) {
+      vdd_store(acc + c, vdd_add(vdd_load(acc + c), vdd_from(vf_load(blk + c))));
+    } else {
+      for (int64_t j = c; j < C; j++) acc[j] += (double)blk[j];
+    }
   }
+  memset(blk, 0, (size_t)C * sizeof(float));
 }
 
 /* With n = (x − mean)·rstd and dn = dy·w: dx = rstd·(dn − mean(dn) − n·mean(dn·n)).
  * mean and rstd are the saved float32 values, so x − mean is exact or rounded once and the
- * elementwise terms are float32 to an ulp or two each; the row means and the dw/db sums over
- * rows are formed in double. */
+ * elementwise terms are float32 to an ulp or two each; the row means are formed in double.
+ * scratch: 2C floats when dw_acc or db_acc is non-null. */
 static void k_layernorm_backward(const float* X, const float* W, const float* MEAN, const float* RSTD, const float* DY,
-                                 float* DX, double* dw_acc, double* db_acc, int64_t rows, int64_t C) {
+                                 float* DX, double* dw_acc, double* db_acc, float* scratch, int64_t rows, int64_t C) {
+  float* dwb = scratch;
+  float* dbb = scratch + C;
+  if (dw_acc) memset(dwb, 0, (size_t)C * sizeof(float));
+  if (db_acc) memset(dbb, 0, (size_t)C * sizeof(float));
   for (int64_t r = 0; r < rows; r++) {
     const float* x = X + r * C; /* x, dy, dx are (rows, C) */
     const float* dy = DY + r * C;
@@ -695,8 +724,12 @@ static void k_layernorm_backward(const float* X, const float* W, const float* ME
       vf n = vf_mul(vf_sub(vf_loadn(x + c, k), m), s);
       vf dn = vf_mul(g, W ? vf_loadn(W + c, k) : one);
       vf_storen(dx + c, vf_mul(s, vf_fnmadd(n, dnn_mean, vf_sub(dn, dn_mean))), k);
-      if (dw_acc) plv_acc_add(dw_acc + c, vdd_from(vf_mul(g, n)), k);
-      if (db_acc) plv_acc_add(db_acc + c, vdd_from(g), k);
+      if (dw_acc) plv_acc_rowf(dwb + c, vf_mul(g, n), k);
+      if (db_acc) plv_acc_rowf(dbb + c, g, k);
+    }
+    if ((r + 1) % PLV_NORM_BLOCK == 0 || r + 1 == rows) {
+      if (dw_acc) plv_flush_block(dw_acc, dwb, C);
+      if (db_acc) plv_flush_block(db_acc, dbb, C);
     }
   }
 }
@@ -712,9 +745,11 @@ static void k_rmsnorm(const float* X, const float* W, float* OUT, float* RSTD, i
   }
 }
 
-/* With n = x·rstd and dn = dy·w: dx = rstd·(dn − n·mean(dn·n)), as for layerNorm. */
+/* With n = x·rstd and dn = dy·w: dx = rstd·(dn − n·mean(dn·n)), as for layerNorm (scratch: C
+ * floats when dw_acc is non-null). */
 static void k_rmsnorm_backward(const float* X, const float* W, const float* RSTD, const float* DY, float* DX,
-                               double* dw_acc, int64_t rows, int64_t C) {
+                               double* dw_acc, float* scratch, int64_t rows, int64_t C) {
+  if (dw_acc) memset(scratch, 0, (size_t)C * sizeof(float));
   for (int64_t r = 0; r < rows; r++) {
     const float* x = X + r * C; /* x, dy, dx are (rows, C) */
     const float* dy = DY + r * C;
@@ -734,8 +769,9 @@ static void k_rmsnorm_backward(const float* X, const float* W, const float* RSTD
       vf n = vf_mul(vf_loadn(x + c, k), s);
       vf dn = vf_mul(g, W ? vf_loadn(W + c, k) : one);
       vf_storen(dx + c, vf_mul(s, vf_fnmadd(n, dnn_mean, dn)), k);
-      if (dw_acc) plv_acc_add(dw_acc + c, vdd_from(vf_mul(g, n)), k);
+      if (dw_acc) plv_acc_rowf(scratch + c, vf_mul(g, n), k);
     }
+    if (dw_acc && ((r + 1) % PLV_NORM_BLOCK == 0 || r + 1 == rows)) plv_flush_block(dw_acc, scratch, C);
   }
 }
 

@@ -50,12 +50,13 @@ typedef struct {
   void (*softmax_backward)(const float* y, const float* dy, float* dx, int64_t rows, int64_t C, bool log);
   void (*layernorm)(const float* x, const float* w, const float* b, float* out, float* mean, float* rstd,
                     int64_t rows, int64_t C, double eps);
-  /* dw_acc, db_acc (C doubles, or NULL) accumulate Σ_rows dy·n and Σ_rows dy */
+  /* dw_acc, db_acc (C doubles, or NULL) accumulate Σ_rows dy·n and Σ_rows dy; scratch holds 2C floats */
   void (*layernorm_backward)(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
-                             float* dx, double* dw_acc, double* db_acc, int64_t rows, int64_t C);
+                             float* dx, double* dw_acc, double* db_acc, float* scratch, int64_t rows, int64_t C);
   void (*rmsnorm)(const float* x, const float* w, float* out, float* rstd, int64_t rows, int64_t C, double eps);
+  /* scratch holds C floats */
   void (*rmsnorm_backward)(const float* x, const float* w, const float* rstd, const float* dy, float* dx,
-                           double* dw_acc, int64_t rows, int64_t C);
+                           double* dw_acc, float* scratch, int64_t rows, int64_t C);
   void (*cross_entropy)(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t V,
                         int64_t ignore, double smoothing);
   void (*cross_entropy_backward)(const float* logits, const int32_t* targets, const float* lse, const float* dloss,

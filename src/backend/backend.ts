@@ -152,6 +152,27 @@ export interface Backend {
    */
   rope(x: FloatArray, cos: FloatArray, sin: FloatArray, out: FloatArray, N: number, T: number, G: number, D: number, inverse: boolean): void;
 
+  /**
+   * Writes one step's keys and values into a paged KV pool (vLLM's reshape_and_cache).
+   * k, v (N, KVH, D) for N tokens; kPool, vPool (numBlocks, KVH, blockSize, D);
+   * token n goes to block ⌊slots[n]/blockSize⌋, offset slots[n] mod blockSize; slots[n] < 0 skips it.
+   */
+  pagedKVWrite(k: FloatArray, v: FloatArray, kPool: FloatArray, vPool: FloatArray, slots: Int32Array,
+    N: number, KVH: number, D: number, blockSize: number, numBlocks: number): void;
+  /**
+   * Causal attention of packed queries over a paged KV pool (PagedAttention), prefill chunks and
+   * decode steps alike. q, out (N, H, D): the N query tokens of S sequences packed back to back;
+   * sequence s owns rows queryStart[s]..queryStart[s+1]−1 (queryStart has S+1 entries), which are the
+   * last tokens of its contextLens[s] tokens, all already written to the pool. Its keys at positions
+   * j·blockSize..(j+1)·blockSize−1 live in block blockTables[s·maxBlocks + j] of kPool, vPool
+   * (numBlocks, KVH, blockSize, D). A query at absolute position p sees keys 0..p.
+   * Query head h uses key/value head ⌊h/(H/KVH)⌋.
+   */
+  pagedAttention(q: FloatArray, kPool: FloatArray, vPool: FloatArray, out: FloatArray,
+    blockTables: Int32Array, queryStart: Int32Array, contextLens: Int32Array,
+    S: number, H: number, KVH: number, D: number, blockSize: number, maxBlocks: number, numBlocks: number,
+    scale: number): void;
+
   // ---- indexing ------------------------------------------------------------------------------
   /** x (outer, X, inner), idx (n): out (outer, n, inner) = x[:, idx[j], :]. Embedding lookup is outer=1. */
   indexSelect(x: FloatArray, idx: Int32Array, out: FloatArray, outer: number, X: number, n: number, inner: number): void;
@@ -199,7 +220,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
   'reduce', 'matmul',
   'softmax', 'softmaxBackward', 'layerNorm', 'layerNormBackward', 'rmsNorm', 'rmsNormBackward',
   'crossEntropy', 'crossEntropyBackward', 'swiglu', 'swigluBackward',
-  'attention', 'attentionBackward', 'rope',
+  'attention', 'attentionBackward', 'rope', 'pagedKVWrite', 'pagedAttention',
   'indexSelect', 'indexAdd', 'gather', 'scatterAdd',
   'im2col', 'col2im', 'dropoutMask', 'adamwStep',
 ];

@@ -12,6 +12,7 @@ import { crossEntropy, crossEntropyBackward } from './loss.js';
 import { swiglu, swigluBackward } from './activation.js';
 import { attention, attentionBackward } from './attention.js';
 import { rope } from './rope.js';
+import { pagedAttention, pagedKVWrite } from './paged.js';
 import { gather, indexAdd, indexSelect, scatterAdd } from './indexing.js';
 import { col2im, im2col } from './conv.js';
 import { dropoutMask } from './random.js';
@@ -31,7 +32,7 @@ export const refBackend: Backend = {
   reduce, matmul,
   softmax, softmaxBackward, layerNorm, layerNormBackward, rmsNorm, rmsNormBackward,
   crossEntropy, crossEntropyBackward, swiglu, swigluBackward,
-  attention, attentionBackward, rope,
+  attention, attentionBackward, rope, pagedKVWrite, pagedAttention,
   indexSelect, indexAdd, gather, scatterAdd,
   im2col, col2im, dropoutMask, adamwStep,
 };

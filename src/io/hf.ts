@@ -4,7 +4,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { PlinthError } from '../errors.js';
-import { type CausalLM, createModel } from '../models/index.js';
+import { type CausalLM, createModel, type ModelOptions } from '../models/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { readSafetensors, writeFileAtomic, writeSafetensors } from './safetensors.js';
@@ -51,16 +51,17 @@ export interface LoadedModel {
 }
 
 /** Loads a Hugging Face folder: the model (weights checked name by name), its tokenizer if present. */
-export function loadModel(dir: string): CausalLM {
-  return loadCheckpoint(dir).model;
+export function loadModel(dir: string, options: Pick<ModelOptions, 'linearFactory'> = {}): CausalLM {
+  return loadCheckpoint(dir, options).model;
 }
 
-export function loadCheckpoint(dir: string): LoadedModel {
+/** Loads a folder; `linearFactory` builds its linear layers (quantized, with LoRA adapters). */
+export function loadCheckpoint(dir: string, options: Pick<ModelOptions, 'linearFactory'> = {}): LoadedModel {
   if (!existsSync(dir)) throw new CheckpointError(`model folder ${dir} does not exist`);
   // A training run folder holds its model in checkpoint/.
   if (!existsSync(path.join(dir, 'config.json')) && existsSync(path.join(dir, 'checkpoint', 'config.json'))) dir = path.join(dir, 'checkpoint');
   const config = readJson(path.join(dir, 'config.json'));
-  const model = createModel(config, { init: false });
+  const model = createModel(config, { init: false, linearFactory: options.linearFactory });
   model.loadStateDict(readWeights(dir));
   model.eval();
   const tokenizer = existsSync(path.join(dir, 'tokenizer.json')) ? loadTokenizer(dir) : null;

@@ -3,7 +3,7 @@
 // Parameter names and layouts are those of Hugging Face's GPT2LMHeadModel (Conv1D weights (in, out)).
 import { ArgumentError } from '../errors.js';
 import {
-  type AttentionMetadata, attend, Conv1D, Embedding, KVCache, LayerNorm, Module, type ModuleOptions,
+  type AttentionMetadata, attend, Embedding, linearLayer, type LinearFactory, type LinearLayer, KVCache, LayerNorm, Module, type ModuleOptions,
 } from '../nn/index.js';
 import * as pl from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
@@ -35,15 +35,15 @@ export interface GPT2Config {
 // ---- attention -------------------------------------------------------------------------------
 
 class GPT2Attention extends Module {
-  readonly c_attn: Conv1D;
-  readonly c_proj: Conv1D;
+  readonly c_attn: LinearLayer;
+  readonly c_proj: LinearLayer;
 
   constructor(readonly config: GPT2Config, readonly layer: number, options: ModuleOptions & { std: number }) {
     super(options);
     const C = config.n_embd;
-    this.c_attn = this.add(new Conv1D(C, 3 * C, { ...this.sub('c_attn'), std: options.std, bias: config.bias }));
+    this.c_attn = this.add(linearLayer(C, 3 * C, { transposed: true, ...this.sub('c_attn'), std: options.std, bias: config.bias }));
     // Residual projections are scaled by 1/√(2L) at initialisation (GPT-2 paper, §2.3).
-    this.c_proj = this.add(new Conv1D(C, C, { ...this.sub('c_proj'), std: options.std / Math.sqrt(2 * config.n_layer), bias: config.bias }));
+    this.c_proj = this.add(linearLayer(C, C, { transposed: true, ...this.sub('c_proj'), std: options.std / Math.sqrt(2 * config.n_layer), bias: config.bias }));
   }
 
   forward(x: Tensor, meta: AttentionMetadata): Tensor {
@@ -61,15 +61,15 @@ class GPT2Attention extends Module {
 // ---- MLP -------------------------------------------------------------------------------------
 
 class GPT2MLP extends Module {
-  readonly c_fc: Conv1D;
-  readonly c_proj: Conv1D;
+  readonly c_fc: LinearLayer;
+  readonly c_proj: LinearLayer;
 
   constructor(config: GPT2Config, options: ModuleOptions & { std: number }) {
     super(options);
     const C = config.n_embd;
     const inner = config.n_inner ?? 4 * C;
-    this.c_fc = this.add(new Conv1D(C, inner, { ...this.sub('c_fc'), std: options.std, bias: config.bias }));
-    this.c_proj = this.add(new Conv1D(inner, C, { ...this.sub('c_proj'), std: options.std / Math.sqrt(2 * config.n_layer), bias: config.bias }));
+    this.c_fc = this.add(linearLayer(C, inner, { transposed: true, ...this.sub('c_fc'), std: options.std, bias: config.bias }));
+    this.c_proj = this.add(linearLayer(inner, C, { transposed: true, ...this.sub('c_proj'), std: options.std / Math.sqrt(2 * config.n_layer), bias: config.bias }));
   }
 
   // mlp(x) = c_proj(gelu_tanh(c_fc(x)))
@@ -111,15 +111,15 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
   readonly ln_f: LayerNorm;
 
   /** Builds the model; `init: false` leaves the weights zero, to be loaded. */
-  constructor(readonly config: GPT2Config, options: { init?: boolean } = {}) {
-    super({ prefix: '' });
+  constructor(readonly config: GPT2Config, options: { init?: boolean; linearFactory?: LinearFactory } = {}) {
+    super({ prefix: '', linearFactory: options.linearFactory });
     if (config.n_embd % config.n_head !== 0) throw new ArgumentError(`gpt2: n_embd ${config.n_embd} is not divisible by n_head ${config.n_head}`);
     if (config.tie_word_embeddings === false) throw new ArgumentError('gpt2: only tied output embeddings are supported (tie_word_embeddings must be true)');
     const std = options.init === false ? 0 : config.initializer_range ?? 0.02;
     const t = 'transformer';
     this.wte = this.add(new Embedding(config.vocab_size, config.n_embd, { prefix: `${t}.wte`, std }));
     this.wpe = this.add(new Embedding(config.n_positions, config.n_embd, { prefix: `${t}.wpe`, std }));
-    this.h = Array.from({ length: config.n_layer }, (_, i) => this.add(new GPT2Block(config, i, { prefix: `${t}.h.${i}`, std })));
+    this.h = Array.from({ length: config.n_layer }, (_, i) => this.add(new GPT2Block(config, i, { prefix: `${t}.h.${i}`, std, linearFactory: this.linearFactory })));
     this.ln_f = this.add(new LayerNorm(config.n_embd, config.layer_norm_epsilon ?? 1e-5, { prefix: `${t}.ln_f`, bias: config.bias }));
   }
 

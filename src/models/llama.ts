@@ -3,7 +3,7 @@
 // untied output head. Parameter names are those of Hugging Face's LlamaForCausalLM.
 import { ArgumentError } from '../errors.js';
 import {
-  type AttentionMetadata, attend, Embedding, KVCache, Linear, Module, type ModuleOptions, RMSNorm, RotaryEmbedding, SwiGLUMLP,
+  type AttentionMetadata, attend, Embedding, KVCache, linearLayer, type LinearFactory, type LinearLayer, Module, type ModuleOptions, RMSNorm, RotaryEmbedding, SwiGLUMLP,
 } from '../nn/index.js';
 import * as pl from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
@@ -39,10 +39,10 @@ function headDim(c: LlamaConfig): number {
 // ---- attention -------------------------------------------------------------------------------
 
 class LlamaAttention extends Module {
-  readonly q_proj: Linear;
-  readonly k_proj: Linear;
-  readonly v_proj: Linear;
-  readonly o_proj: Linear;
+  readonly q_proj: LinearLayer;
+  readonly k_proj: LinearLayer;
+  readonly v_proj: LinearLayer;
+  readonly o_proj: LinearLayer;
   private readonly H: number;
   private readonly KVH: number;
   private readonly D: number;
@@ -55,10 +55,10 @@ class LlamaAttention extends Module {
     const C = config.hidden_size;
     const bias = config.attention_bias ?? false;
     const std = options.std;
-    this.q_proj = this.add(new Linear(C, this.H * this.D, { ...this.sub('q_proj'), std, bias }));
-    this.k_proj = this.add(new Linear(C, this.KVH * this.D, { ...this.sub('k_proj'), std, bias }));
-    this.v_proj = this.add(new Linear(C, this.KVH * this.D, { ...this.sub('v_proj'), std, bias }));
-    this.o_proj = this.add(new Linear(this.H * this.D, C, { ...this.sub('o_proj'), std: std / Math.sqrt(2 * config.num_hidden_layers), bias }));
+    this.q_proj = this.add(linearLayer(C, this.H * this.D, { ...this.sub('q_proj'), std, bias }));
+    this.k_proj = this.add(linearLayer(C, this.KVH * this.D, { ...this.sub('k_proj'), std, bias }));
+    this.v_proj = this.add(linearLayer(C, this.KVH * this.D, { ...this.sub('v_proj'), std, bias }));
+    this.o_proj = this.add(linearLayer(this.H * this.D, C, { ...this.sub('o_proj'), std: std / Math.sqrt(2 * config.num_hidden_layers), bias }));
   }
 
   forward(x: Tensor, meta: AttentionMetadata): Tensor {
@@ -106,21 +106,21 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   readonly embed_tokens: Embedding;
   readonly layers: LlamaDecoderLayer[];
   readonly norm: RMSNorm;
-  readonly lm_head: Linear | null;
+  readonly lm_head: LinearLayer | null;
   private readonly rotary: RotaryEmbedding;
 
   /** Builds the model; `init: false` leaves the weights zero, to be loaded. */
-  constructor(readonly config: LlamaConfig, options: { init?: boolean } = {}) {
-    super({ prefix: '' });
+  constructor(readonly config: LlamaConfig, options: { init?: boolean; linearFactory?: LinearFactory } = {}) {
+    super({ prefix: '', linearFactory: options.linearFactory });
     const H = config.num_attention_heads;
     const KVH = config.num_key_value_heads ?? H;
     if (H % KVH !== 0) throw new ArgumentError(`llama: ${H} attention heads cannot share ${KVH} key/value heads evenly`);
     if (!config.head_dim && config.hidden_size % H !== 0) throw new ArgumentError(`llama: hidden_size ${config.hidden_size} is not divisible by ${H} heads`);
     const std = options.init === false ? 0 : config.initializer_range ?? 0.02;
     this.embed_tokens = this.add(new Embedding(config.vocab_size, config.hidden_size, { prefix: 'model.embed_tokens', std }));
-    this.layers = Array.from({ length: config.num_hidden_layers }, (_, i) => this.add(new LlamaDecoderLayer(config, i, { prefix: `model.layers.${i}`, std })));
+    this.layers = Array.from({ length: config.num_hidden_layers }, (_, i) => this.add(new LlamaDecoderLayer(config, i, { prefix: `model.layers.${i}`, std, linearFactory: this.linearFactory })));
     this.norm = this.add(new RMSNorm(config.hidden_size, config.rms_norm_eps ?? 1e-6, { prefix: 'model.norm' }));
-    this.lm_head = config.tie_word_embeddings ? null : this.add(new Linear(config.hidden_size, config.vocab_size, { prefix: 'lm_head', std, bias: false }));
+    this.lm_head = config.tie_word_embeddings ? null : this.add(linearLayer(config.hidden_size, config.vocab_size, { prefix: 'lm_head', std, bias: false, linearFactory: this.linearFactory }));
     this.rotary = new RotaryEmbedding(headDim(config), this.maxPositions, config.rope_theta ?? 10000);
   }
 

@@ -1,4 +1,7 @@
 export { Module, StateDictError, joinName, type ModuleOptions } from './module.js';
-export { Linear, Conv1D, Embedding, LayerNorm, RMSNorm, Dropout, type InitOptions } from './layers.js';
+export {
+  Linear, Conv1D, Embedding, LayerNorm, RMSNorm, Dropout, linearLayer, plainLinear,
+  type InitOptions, type LinearLayer, type LinearOptions, type LinearFactory,
+} from './layers.js';
 export { SwiGLUMLP, GeluMLP } from './mlp.js';
 export { attend, KVCache, RotaryEmbedding, type AttentionMetadata, type RopeTables } from './attention.js';

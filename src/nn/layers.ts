@@ -14,8 +14,33 @@ function normalOrZeros(shape: number[], std: number): Tensor {
   return std > 0 ? pl.randn(shape, { std }) : pl.zeros(shape);
 }
 
+/** What every linear layer offers, whatever holds its weights (float, quantized, with adapters). */
+export interface LinearLayer extends Module {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  forward(x: Tensor): Tensor;
+}
+
+export interface LinearOptions extends InitOptions {
+  bias?: boolean;
+  /** GPT-2's Conv1D layout: the weight is stored (in, out). */
+  transposed?: boolean;
+}
+
+export type LinearFactory = (inFeatures: number, outFeatures: number, options: LinearOptions) => LinearLayer;
+
+/** The plain float layer: Linear, or Conv1D for the transposed layout. */
+export function plainLinear(inFeatures: number, outFeatures: number, options: LinearOptions): LinearLayer {
+  return options.transposed ? new Conv1D(inFeatures, outFeatures, options) : new Linear(inFeatures, outFeatures, options);
+}
+
+/** A linear layer as the model's factory builds it (options.linearFactory), plain by default. */
+export function linearLayer(inFeatures: number, outFeatures: number, options: LinearOptions): LinearLayer {
+  return (options.linearFactory ?? plainLinear)(inFeatures, outFeatures, options);
+}
+
 /** y = x·Wᵀ + b, W (out, in) — torch.nn.Linear. */
-export class Linear extends Module {
+export class Linear extends Module implements LinearLayer {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
 
@@ -31,7 +56,7 @@ export class Linear extends Module {
 }
 
 /** y = x·W + b, W (in, out) — the transposed layout GPT-2 checkpoints use ("Conv1D"). */
-export class Conv1D extends Module {
+export class Conv1D extends Module implements LinearLayer {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
 

@@ -1,21 +1,21 @@
 // Feed-forward blocks: the GELU MLP of GPT-2/BERT and the SwiGLU MLP of Llama.
 import * as pl from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
-import { Linear, type InitOptions } from './layers.js';
+import { linearLayer, type InitOptions, type LinearLayer } from './layers.js';
 import { Module } from './module.js';
 
 /** down(silu(gate(x)) ⊙ up(x)), with Llama's names gate_proj, up_proj, down_proj. */
 export class SwiGLUMLP extends Module {
-  readonly gate_proj: Linear;
-  readonly up_proj: Linear;
-  readonly down_proj: Linear;
+  readonly gate_proj: LinearLayer;
+  readonly up_proj: LinearLayer;
+  readonly down_proj: LinearLayer;
 
   constructor(hidden: number, intermediate: number, options: InitOptions & { bias?: boolean; outStd?: number } = {}) {
     super(options);
     const bias = options.bias ?? false;
-    this.gate_proj = this.add(new Linear(hidden, intermediate, { ...this.sub('gate_proj'), std: options.std, bias }));
-    this.up_proj = this.add(new Linear(hidden, intermediate, { ...this.sub('up_proj'), std: options.std, bias }));
-    this.down_proj = this.add(new Linear(intermediate, hidden, { ...this.sub('down_proj'), std: options.outStd ?? options.std, bias }));
+    this.gate_proj = this.add(linearLayer(hidden, intermediate, { ...this.sub('gate_proj'), std: options.std, bias }));
+    this.up_proj = this.add(linearLayer(hidden, intermediate, { ...this.sub('up_proj'), std: options.std, bias }));
+    this.down_proj = this.add(linearLayer(intermediate, hidden, { ...this.sub('down_proj'), std: options.outStd ?? options.std, bias }));
   }
 
   forward(x: Tensor): Tensor {
@@ -25,14 +25,14 @@ export class SwiGLUMLP extends Module {
 
 /** fc2(gelu(fc1(x))) with torch.nn.Linear layers named as the caller says (BERT: intermediate/output). */
 export class GeluMLP extends Module {
-  readonly fc1: Linear;
-  readonly fc2: Linear;
+  readonly fc1: LinearLayer;
+  readonly fc2: LinearLayer;
 
   constructor(hidden: number, intermediate: number, options: InitOptions & { names?: [string, string]; approximate?: 'none' | 'tanh' } = {}) {
     super(options);
     const [n1, n2] = options.names ?? ['fc1', 'fc2'];
-    this.fc1 = this.add(new Linear(hidden, intermediate, { ...this.sub(n1), std: options.std }));
-    this.fc2 = this.add(new Linear(intermediate, hidden, { ...this.sub(n2), std: options.std }));
+    this.fc1 = this.add(linearLayer(hidden, intermediate, { ...this.sub(n1), std: options.std }));
+    this.fc2 = this.add(linearLayer(intermediate, hidden, { ...this.sub(n2), std: options.std }));
     this.approximate = options.approximate ?? 'none';
   }
 

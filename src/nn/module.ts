@@ -2,12 +2,17 @@
 // saving is a listing and loading is a lookup.
 import { PlinthError } from '../errors.js';
 import { formatShape, type Tensor } from '../tensor/index.js';
+import type { LinearFactory } from './layers.js';
 
 export class StateDictError extends PlinthError {}
 
 export interface ModuleOptions {
   /** The Hugging Face state-dict path of this module ('' for the root), e.g. 'model.layers.0.mlp'. */
   prefix?: string;
+  /** Builds the linear layers below this module (set once at the root, inherited by every child).
+   *  Plain layers by default; LoRA and quantization supply their own, so layers are replaced at
+   *  construction and never materialise weights they will not keep. */
+  linearFactory?: LinearFactory;
 }
 
 export function joinName(prefix: string | undefined, name: string): string {
@@ -16,12 +21,14 @@ export function joinName(prefix: string | undefined, name: string): string {
 
 export abstract class Module {
   readonly prefix: string;
+  readonly linearFactory: LinearFactory | undefined;
   training = true;
   private readonly ownParams = new Map<string, Tensor>();
   private readonly children: Module[] = [];
 
   constructor(options: ModuleOptions = {}) {
     this.prefix = options.prefix ?? '';
+    this.linearFactory = options.linearFactory;
   }
 
   /** Registers a parameter under `prefix.name`; returns it, requiring grad. */
@@ -39,7 +46,7 @@ export abstract class Module {
 
   /** The path under which a child named `name` lives. */
   protected sub(name: string): ModuleOptions {
-    return { prefix: joinName(this.prefix, name) };
+    return { prefix: joinName(this.prefix, name), linearFactory: this.linearFactory };
   }
 
   /** Every parameter with its Hugging Face name, in registration order; shared tensors once. */

@@ -44,6 +44,25 @@ export abstract class Module {
     return child;
   }
 
+  /** Puts `next` where the child `old` was (a LoRA layer swaps a quantized base for the float
+   *  layer that merging produces). */
+  protected replaceChild(old: Module, next: Module): void {
+    const i = this.children.indexOf(old);
+    if (i < 0) throw new StateDictError(`replaceChild: '${old.prefix}' is not a child of '${this.prefix}'`);
+    this.children[i] = next;
+  }
+
+  /** This module and every module below it, parents before children. */
+  modules(): Module[] {
+    const out: Module[] = [];
+    const visit = (m: Module) => {
+      out.push(m);
+      for (const c of m.children) visit(c);
+    };
+    visit(this);
+    return out;
+  }
+
   /** The path under which a child named `name` lives. */
   protected sub(name: string): ModuleOptions {
     return { prefix: joinName(this.prefix, name), linearFactory: this.linearFactory };

@@ -117,9 +117,10 @@ export function evaluate(model: CausalLM, source: BatchSource, batches: number):
   return total / batches;
 }
 
-/** AdamW over the model with weight decay on parameters of 2 or more dims only. */
+/** AdamW over the model's trainable parameters (frozen ones, such as a LoRA base, get no state),
+ *  with weight decay on parameters of 2 or more dims only. */
 export function makeOptimizer(model: CausalLM, c: Required<TrainConfig>): AdamW {
-  const params = model.parameters();
+  const params = model.parameters().filter((p) => p.requiresGrad);
   return new AdamW([
     { params: params.filter((p) => p.ndim >= 2), weightDecay: c.weightDecay },
     { params: params.filter((p) => p.ndim < 2), weightDecay: 0 },

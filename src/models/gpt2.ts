@@ -3,12 +3,12 @@
 // Parameter names and layouts are those of Hugging Face's GPT2LMHeadModel (Conv1D weights (in, out)).
 import { ArgumentError } from '../errors.js';
 import {
-  type AttentionMetadata, attend, Embedding, linearLayer, type LinearFactory, type LinearLayer, KVCache, LayerNorm, Module, type ModuleOptions,
+  type AttentionMetadata, attend, causalMetadata, Embedding, linearLayer, type LinearFactory, type LinearLayer, KVCache, LayerNorm, Module, type ModuleOptions, positionIds,
 } from '../nn/index.js';
 import * as pl from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
 import type { CausalLM, CausalLMOutput, ForwardOptions } from './causal_lm.js';
-import { checkIds, lossFromLogits } from './causal_lm.js';
+import { checkIds, logitInputs, lossFromLogits } from './causal_lm.js';
 
 // ---- config ----------------------------------------------------------------------------------
 
@@ -143,19 +143,19 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
     if (past + T > this.config.n_positions) {
       throw new ArgumentError(`gpt2: ${past + T} positions exceed n_positions ${this.config.n_positions}`);
     }
-    const meta: AttentionMetadata = { causal: true, pastLength: past, rope: null, cache };
-    // x = wte[ids] + wpe[past..past+T−1]   (B, T, C)
-    const positions = pl.arange(past, past + T);
-    let x = pl.add(this.wte.forward(inputIds), this.wpe.forward(positions));
+    const meta = causalMetadata(T, cache, options.paged ?? null, null);
+    // x = wte[ids] + wpe[positions]   (B, T, C); positions are past..past+T−1 unless packed
+    let x = pl.add(this.wte.forward(inputIds), this.wpe.forward(positionIds(meta, T)));
     const hidden: Tensor[] = options.outputHiddenStates ? [x] : [];
     for (const block of this.h) {
       x = block.forward(x, meta);
       if (options.outputHiddenStates) hidden.push(x);
     }
     cache?.advance(T);
-    // logits = ln_f(x) · wteᵀ   (B, T, V)
-    const h = this.ln_f.forward(x);
-    const logits = pl.matmul(options.lastOnly ? h.slice(1, T - 1) : h, this.wte.weight.T);
-    return { logits, loss: lossFromLogits(logits, options.labels), hiddenStates: hidden };
+    // logits = ln_f(x) · wteᵀ   (B, T, V), over the rows that need them
+    const logits = pl.matmul(this.ln_f.forward(logitInputs(x, options)), this.wte.weight.T);
+    const out: CausalLMOutput = { logits, loss: lossFromLogits(logits, options.labels), hiddenStates: hidden };
+    if (options.outputLastHiddenState) out.lastHiddenState = this.ln_f.forward(x);
+    return out;
   }
 }

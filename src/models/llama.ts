@@ -3,12 +3,12 @@
 // untied output head. Parameter names are those of Hugging Face's LlamaForCausalLM.
 import { ArgumentError } from '../errors.js';
 import {
-  type AttentionMetadata, attend, Embedding, KVCache, linearLayer, type LinearFactory, type LinearLayer, Module, type ModuleOptions, RMSNorm, RotaryEmbedding, SwiGLUMLP,
+  type AttentionMetadata, attend, causalMetadata, Embedding, KVCache, linearLayer, type LinearFactory, type LinearLayer, Module, type ModuleOptions, RMSNorm, RotaryEmbedding, SwiGLUMLP,
 } from '../nn/index.js';
 import * as pl from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
 import type { CausalLM, CausalLMOutput, ForwardOptions } from './causal_lm.js';
-import { checkIds, lossFromLogits } from './causal_lm.js';
+import { checkIds, logitInputs, lossFromLogits } from './causal_lm.js';
 
 // ---- config ----------------------------------------------------------------------------------
 
@@ -140,8 +140,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   forward(inputIds: Tensor, options: ForwardOptions = {}): CausalLMOutput {
     const [, T] = checkIds(inputIds, this.config.vocab_size);
     const cache = options.cache ?? null;
-    const past = cache?.length ?? 0;
-    const meta: AttentionMetadata = { causal: true, pastLength: past, rope: this.rotary.at(past, T), cache };
+    const meta = causalMetadata(T, cache, options.paged ?? null, this.rotary);
     let x = this.embed_tokens.forward(inputIds); // (B, T, C)
     const hidden: Tensor[] = options.outputHiddenStates ? [x] : [];
     for (const layer of this.layers) {
@@ -149,9 +148,11 @@ export class LlamaForCausalLM extends Module implements CausalLM {
       if (options.outputHiddenStates) hidden.push(x);
     }
     cache?.advance(T);
-    // logits = lm_head(norm(x))   (B, T, V)
-    const h = this.norm.forward(options.lastOnly ? x.slice(1, T - 1) : x);
+    // logits = lm_head(norm(x))   (B, T, V), over the rows that need them
+    const h = this.norm.forward(logitInputs(x, options));
     const logits = this.lm_head ? this.lm_head.forward(h) : pl.matmul(h, this.embed_tokens.weight.T);
-    return { logits, loss: lossFromLogits(logits, options.labels), hiddenStates: hidden };
+    const out: CausalLMOutput = { logits, loss: lossFromLogits(logits, options.labels), hiddenStates: hidden };
+    if (options.outputLastHiddenState) out.lastHiddenState = this.norm.forward(x);
+    return out;
   }
 }

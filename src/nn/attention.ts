@@ -1,10 +1,11 @@
 // What every attention layer shares: the attention-metadata object (where this call's tokens sit,
 // which mask, which cache), rotary tables, a contiguous KV cache, and `attend`, which applies rotary
 // positions, appends to the cache and runs scaled dot-product attention. The same model code runs
-// training and cached decoding: only the metadata differs.
+// training, cached decoding and packed batches over a paged KV pool: only the metadata differs.
+import { type FloatArray, kernels } from '../backend/index.js';
 import { ArgumentError, ShapeError } from '../errors.js';
 import * as pl from '../tensor/index.js';
-import type { Tensor } from '../tensor/index.js';
+import { Tensor } from '../tensor/index.js';
 
 export interface RopeTables {
   cos: Tensor;
@@ -22,6 +23,32 @@ export interface AttentionMetadata {
   cache: KVCache | null;
   /** An explicit mask broadcastable to (B, H, Tq, Tk) (u8: nonzero may attend; float: additive). */
   mask?: Tensor | null;
+  /** A packed batch over a paged KV pool (then B = 1, T = N packed tokens, and cache is null). */
+  paged?: PagedAttentionInputs | null;
+}
+
+/**
+ * The N tokens of S sequences packed into one (1, N) call over a paged KV pool (vLLM's
+ * PagedAttention): sequence s owns rows queryStart[s]..queryStart[s+1]−1, the last tokens of its
+ * contextLens[s] tokens. Each array has exactly its logical length (callers pass subarrays).
+ */
+export interface PagedAttentionInputs {
+  /** Per layer, the key and value pools (numBlocks, KVH, blockSize, D). */
+  kPools: Float32Array[];
+  vPools: Float32Array[];
+  numBlocks: number;
+  blockSize: number;
+  /** (N) absolute position of each token: rotary angles and learned position embeddings. */
+  positions: Int32Array;
+  /** (N) pool slot (block·blockSize + offset) each token's key and value are written to. */
+  slots: Int32Array;
+  /** (S, maxBlocks) block of each sequence's j-th blockSize positions. */
+  blockTables: Int32Array;
+  maxBlocks: number;
+  /** (S+1) first packed row of each sequence, then N. */
+  queryStart: Int32Array;
+  /** (S) tokens of each sequence in the pool after this call's writes. */
+  contextLens: Int32Array;
 }
 
 /** Precomputed rotary tables for positions 0..maxPositions−1; rows are sliced per call. */
@@ -31,6 +58,15 @@ export class RotaryEmbedding {
   constructor(readonly headDim: number, readonly maxPositions: number, readonly theta = 10000) {
     const positions = new Float64Array(maxPositions).map((_, i) => i);
     this.table = pl.ropeTables(positions, headDim, theta);
+  }
+
+  /** Tables for arbitrary positions (N): rows gathered from the precomputed table. */
+  gather(positions: Int32Array): RopeTables {
+    const idx = new Tensor(positions, [positions.length], 'i32');
+    for (const p of positions) {
+      if (p < 0 || p >= this.maxPositions) throw new ArgumentError(`position ${p} is outside the model's positions [0, ${this.maxPositions}) (max_position_embeddings)`);
+    }
+    return { cos: pl.indexSelect(this.table.cos, 0, idx), sin: pl.indexSelect(this.table.sin, 0, idx) };
   }
 
   /** Tables for positions start..start+T−1 (contiguous row views, no copy). */
@@ -88,10 +124,33 @@ export class KVCache {
 }
 
 /**
+ * The metadata of a causal decoder call over T new tokens: after a contiguous cache's contents, or
+ * at the positions of a paged batch, or from position 0. `rotary` is null for models without
+ * rotary positions.
+ */
+export function causalMetadata(T: number, cache: KVCache | null, paged: PagedAttentionInputs | null,
+  rotary: RotaryEmbedding | null): AttentionMetadata {
+  if (cache && paged) throw new ArgumentError('a forward pass takes either a KV cache or a paged batch, not both');
+  if (paged && paged.positions.length !== T) {
+    throw new ShapeError(`paged batch: ${paged.positions.length} positions for ${T} input tokens`);
+  }
+  const past = cache?.length ?? 0;
+  const rope = rotary ? (paged ? rotary.gather(paged.positions) : rotary.at(past, T)) : null;
+  return { causal: true, pastLength: past, rope, cache, paged };
+}
+
+/** Absolute positions (T) of a call's tokens, i32: for learned position embeddings. */
+export function positionIds(meta: AttentionMetadata, T: number): Tensor {
+  if (meta.paged) return new Tensor(meta.paged.positions, [T], 'i32');
+  return pl.arange(meta.pastLength, meta.pastLength + T, 1, { dtype: 'i32' });
+}
+
+/**
  * Attention over heads: q (B, H, T, D), k and v (B, KVH, T, D), after the projections.
  * Applies rotary positions, appends to the cache, and attends (grouped-query when KVH < H).
  */
 export function attend(layer: number, q: Tensor, k: Tensor, v: Tensor, meta: AttentionMetadata): Tensor {
+  if (meta.paged) return pagedAttend(layer, q, k, v, meta.rope, meta.paged);
   if (meta.rope) {
     q = pl.rope(q, meta.rope.cos, meta.rope.sin);
     k = pl.rope(k, meta.rope.cos, meta.rope.sin);
@@ -102,4 +161,32 @@ export function attend(layer: number, q: Tensor, k: Tensor, v: Tensor, meta: Att
     qOffset: meta.pastLength,
     mask: meta.mask ?? null,
   });
+}
+
+/**
+ * attend() over a paged pool: q (1, H, N, D), k and v (1, KVH, N, D) are views of the projections'
+ * token-major (N, H·D) outputs, so transposing back is free. Writes this call's keys and values
+ * into layer `layer`'s pools, then attends each packed query over its sequence's blocks.
+ * Returns (1, H, N, D), a view of a token-major (N, H, D) result (so the output projection's
+ * reshape is free too). Inference only: no gradient.
+ */
+function pagedAttend(layer: number, q: Tensor, k: Tensor, v: Tensor, rope: RopeTables | null, p: PagedAttentionInputs): Tensor {
+  const [B, H, N, D] = q.shape;
+  const KVH = k.shape[1];
+  if (B !== 1) throw new ShapeError(`paged attention takes one packed row of tokens (B = 1), got B = ${B}`);
+  let qt = q.transpose(1, 2); // (1, N, H, D)
+  let kt = k.transpose(1, 2); // (1, N, KVH, D)
+  if (rope) {
+    qt = pl.rope(qt, rope.cos, rope.sin, 'BTHD');
+    kt = pl.rope(kt, rope.cos, rope.sin, 'BTHD');
+  }
+  const kPool = p.kPools[layer];
+  const vPool = p.vPools[layer];
+  const S = p.contextLens.length;
+  const K = kernels();
+  K.pagedKVWrite(kt.data() as FloatArray, v.transpose(1, 2).data() as FloatArray, kPool, vPool, p.slots, N, KVH, D, p.blockSize, p.numBlocks);
+  const out = Tensor.empty([1, N, H, D], q.dtype);
+  K.pagedAttention(qt.data() as FloatArray, kPool, vPool, out.storage as FloatArray, p.blockTables, p.queryStart, p.contextLens,
+    S, H, KVH, D, p.blockSize, p.maxBlocks, p.numBlocks, 1 / Math.sqrt(D));
+  return out.transpose(1, 2);
 }

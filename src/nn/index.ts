@@ -4,4 +4,6 @@ export {
   type InitOptions, type LinearLayer, type LinearOptions, type LinearFactory,
 } from './layers.js';
 export { SwiGLUMLP, GeluMLP } from './mlp.js';
-export { attend, KVCache, RotaryEmbedding, type AttentionMetadata, type RopeTables } from './attention.js';
+export {
+  attend, causalMetadata, positionIds, KVCache, RotaryEmbedding, type AttentionMetadata, type PagedAttentionInputs, type RopeTables,
+} from './attention.js';

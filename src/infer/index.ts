@@ -1,2 +1,7 @@
-export { sampleToken, checkSampling, type SamplingOptions } from './sampling.js';
+export { sampleToken, checkSampling, samplingParams, Sampler, MAX_LOGPROBS, type SamplingOptions, type SamplingParams } from './sampling.js';
 export { generate, type GenerateOptions } from './generate.js';
+export { BlockPool, blockHash, kvBytesPerBlock, type BlockPoolStats } from './block_pool.js';
+export { Scheduler, Sequence, type ScheduledChunk, type SchedulerOptions, type SchedulerStep, type SequenceStatus } from './scheduler.js';
+export {
+  Engine, QueueFullError, type EngineEvent, type EngineOptions, type EngineStats, type GenerationRequest,
+} from './engine.js';

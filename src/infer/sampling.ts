@@ -1,5 +1,8 @@
 // Choosing the next token from logits: greedy, or sampling with temperature, top-k and top-p
-// (nucleus), drawn from the seeded global stream.
+// (nucleus), drawn from the seeded global stream (sampleToken, for the simple loop); and the
+// engine's per-request sampling (Sampler): penalties, min-p, a per-request counter-based stream,
+// logprobs.
+import { kernels } from '../backend/index.js';
 import { ArgumentError } from '../errors.js';
 import { randomUniform } from '../tensor/index.js';
 
@@ -57,4 +60,212 @@ export function sampleToken(logits: Float32Array, o: SamplingOptions = {}): numb
     if (u < acc) return order[j];
   }
   return order[order.length - 1];
+}
+
+// ---- the engine's per-request sampling ---------------------------------------------------------
+
+/** How one request turns logits into tokens and when it stops (the OpenAI/vLLM parameters). */
+export interface SamplingParams {
+  /** 0 = greedy; default 1. */
+  temperature: number;
+  /** Keep the k most likely tokens; 0 = off. */
+  topK: number;
+  /** Nucleus: keep the most likely tokens whose probability reaches p; 1 = off. */
+  topP: number;
+  /** Drop tokens less likely than minP times the most likely one; 0 = off. */
+  minP: number;
+  /** HF/vLLM semantics: logits of tokens seen (prompt + output) are divided by it when positive,
+   *  multiplied when negative; 1 = off. */
+  repetitionPenalty: number;
+  /** OpenAI semantics, over generated tokens: logit −= presence·[count > 0] + frequency·count. */
+  presencePenalty: number;
+  frequencyPenalty: number;
+  /** Per-request random stream: same seed and prompt → same text, whatever else runs. null = drawn
+   *  from the global seeded stream. */
+  seed: number | null;
+  /** New tokens at most. */
+  maxTokens: number;
+  /** Stop strings (not included in the output text). */
+  stop: string[];
+  /** Stop token ids, besides the tokenizer's end-of-text id unless ignoreEos. */
+  stopTokenIds: number[];
+  ignoreEos: boolean;
+  /** null = none; k ≥ 0: the sampled token's logprob plus the k most likely alternatives. */
+  logprobs: number | null;
+}
+
+export const MAX_LOGPROBS = 20;
+
+/** Parameters with defaults filled in, validated (ArgumentError names the bad field). */
+export function samplingParams(partial: Partial<SamplingParams> = {}): SamplingParams {
+  const p: SamplingParams = {
+    temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0,
+    seed: null, maxTokens: 16, stop: [], stopTokenIds: [], ignoreEos: false, logprobs: null,
+  };
+  for (const [k, v] of Object.entries(partial)) if (v !== undefined) (p as unknown as Record<string, unknown>)[k] = v;
+  const num = (name: keyof SamplingParams, ok: (x: number) => boolean, what: string) => {
+    const x = p[name];
+    if (typeof x !== 'number' || !Number.isFinite(x) || !ok(x)) throw new ArgumentError(`${name} must be ${what}, got ${JSON.stringify(x)}`);
+  };
+  num('temperature', (x) => x >= 0, 'a number >= 0');
+  num('topK', (x) => Number.isInteger(x) && x >= 0, 'an integer >= 0 (0 = off)');
+  num('topP', (x) => x > 0 && x <= 1, 'in (0, 1]');
+  num('minP', (x) => x >= 0 && x <= 1, 'in [0, 1]');
+  num('repetitionPenalty', (x) => x > 0, 'a number > 0 (1 = off)');
+  num('presencePenalty', (x) => x >= -2 && x <= 2, 'in [-2, 2]');
+  num('frequencyPenalty', (x) => x >= -2 && x <= 2, 'in [-2, 2]');
+  num('maxTokens', (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1');
+  if (p.seed !== null) num('seed', (x) => Number.isInteger(x), 'an integer or null');
+  if (p.logprobs !== null) num('logprobs', (x) => Number.isInteger(x) && x >= 0 && x <= MAX_LOGPROBS, `null or an integer in [0, ${MAX_LOGPROBS}]`);
+  if (!Array.isArray(p.stop) || p.stop.some((s) => typeof s !== 'string' || s === '')) throw new ArgumentError('stop must be a list of non-empty strings');
+  if (!Array.isArray(p.stopTokenIds) || p.stopTokenIds.some((s) => !Number.isInteger(s) || s < 0)) throw new ArgumentError('stopTokenIds must be a list of token ids');
+  if (typeof p.ignoreEos !== 'boolean') throw new ArgumentError('ignoreEos must be a boolean');
+  p.stop = [...p.stop];
+  p.stopTokenIds = [...p.stopTokenIds];
+  return p;
+}
+
+/**
+ * Scratch space for sampling over a vocabulary of V, reused across tokens and requests so a step
+ * allocates nothing per sequence.
+ */
+export class Sampler {
+  private readonly work: Float32Array;
+  private readonly probs: Float32Array;
+  private readonly logprobs: Float32Array;
+  private readonly counts: Int32Array;
+  private readonly keys: Float64Array;
+  private readonly bits: Uint32Array;
+
+  constructor(readonly V: number) {
+    if (V >= 1 << 20) throw new ArgumentError(`sampling supports vocabularies below 2^20 tokens, got ${V}`);
+    this.work = new Float32Array(V);
+    this.probs = new Float32Array(V);
+    this.logprobs = new Float32Array(V);
+    this.counts = new Int32Array(V);
+    this.keys = new Float64Array(V);
+    this.bits = new Uint32Array(this.probs.buffer);
+  }
+
+  /**
+   * The next token from one row of logits (V), for a sequence whose tokens are `tokens` (the
+   * first promptLength of them the prompt), with uniform draw u in [0, 1).
+   * Order, as vLLM: penalties, temperature, min-p, top-k, top-p, then the draw.
+   */
+  sample(logits: Float32Array, p: SamplingParams, tokens: readonly number[], promptLength: number, u: number): number {
+    const V = this.V;
+    let x = logits;
+    if (p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0) {
+      x = this.work;
+      x.set(logits.subarray(0, V));
+      this.applyPenalties(x, p, tokens, promptLength);
+    }
+    if (p.temperature === 0) return argmax(x);
+    // probs ∝ exp((x − max)/T), unnormalised: the most likely token has 1.
+    const probs = this.probs;
+    let max = -Infinity;
+    for (let i = 0; i < V; i++) if (x[i] > max) max = x[i];
+    const invT = 1 / p.temperature;
+    const floor = p.minP; // min-p: keep p_i ≥ minP · p_max, and p_max is 1 here
+    let total = 0;
+    let kept = 0;
+    for (let i = 0; i < V; i++) {
+      let e = Math.exp((x[i] - max) * invT);
+      if (e < floor) e = 0;
+      else kept++;
+      probs[i] = e;
+      total += e;
+    }
+    if ((p.topK > 0 && p.topK < kept) || p.topP < 1) return this.sampleSorted(p, kept, total, u);
+    let target = u * total;
+    let last = 0;
+    for (let i = 0; i < V; i++) {
+      if (probs[i] === 0) continue;
+      last = i;
+      target -= probs[i];
+      if (target < 0) return i;
+    }
+    return last;
+  }
+
+  /** Candidates in decreasing probability, cut by top-k and top-p, then the draw over what is left. */
+  private sampleSorted(p: SamplingParams, kept: number, total: number, u: number): number {
+    const V = this.V;
+    // Key = the float's bit pattern (monotonic for positive floats) · 2^20 + id: one native numeric sort.
+    const keys = this.keys.subarray(0, kept);
+    let n = 0;
+    for (let i = 0; i < V; i++) if (this.probs[i] > 0) keys[n++] = this.bits[i] * 1048576 + i;
+    keys.sort();
+    let count = p.topK > 0 ? Math.min(p.topK, kept) : kept;
+    let mass = 0;
+    if (p.topK > 0 && p.topK < kept) {
+      total = 0;
+      for (let j = 0; j < count; j++) total += this.probs[keys[kept - 1 - j] % 1048576];
+    }
+    if (p.topP < 1) {
+      for (let j = 0; j < count; j++) {
+        mass += this.probs[keys[kept - 1 - j] % 1048576];
+        if (mass >= p.topP * total) {
+          count = j + 1;
+          break;
+        }
+      }
+      total = 0;
+      for (let j = 0; j < count; j++) total += this.probs[keys[kept - 1 - j] % 1048576];
+    }
+    let target = u * total;
+    for (let j = 0; j < count; j++) {
+      const id = keys[kept - 1 - j] % 1048576;
+      target -= this.probs[id];
+      if (target < 0) return id;
+    }
+    return keys[kept - count] % 1048576;
+  }
+
+  private applyPenalties(x: Float32Array, p: SamplingParams, tokens: readonly number[], promptLength: number): void {
+    const counts = this.counts;
+    if (p.repetitionPenalty !== 1) {
+      // Each token seen anywhere (prompt or output) once: mark with −1, penalise, clear.
+      const r = p.repetitionPenalty;
+      for (const t of tokens) {
+        if (counts[t] === -1) continue;
+        counts[t] = -1;
+        x[t] = x[t] > 0 ? x[t] / r : x[t] * r;
+      }
+      for (const t of tokens) counts[t] = 0;
+    }
+    if (p.presencePenalty !== 0 || p.frequencyPenalty !== 0) {
+      for (let i = promptLength; i < tokens.length; i++) counts[tokens[i]]++;
+      for (let i = promptLength; i < tokens.length; i++) {
+        const t = tokens[i];
+        const c = counts[t];
+        if (c === 0) continue;
+        x[t] -= p.presencePenalty + p.frequencyPenalty * c;
+        counts[t] = 0;
+      }
+    }
+  }
+
+  /**
+   * log_softmax of the raw logits (the model's distribution, before penalties and temperature):
+   * the logprob of `token` and the k most likely tokens, most likely first.
+   */
+  logprobsOf(logits: Float32Array, token: number, k: number): { logprob: number; top: { tokenId: number; logprob: number }[] } {
+    const V = this.V;
+    const lp = this.logprobs;
+    kernels().softmax(logits.subarray(0, V), lp, 1, V, true);
+    const top: { tokenId: number; logprob: number }[] = [];
+    for (let i = 0; i < V && k > 0; i++) {
+      const v = lp[i];
+      if (top.length === k && v <= top[k - 1].logprob) continue;
+      let j = top.length < k ? top.length : k - 1;
+      if (top.length < k) top.push({ tokenId: i, logprob: v });
+      while (j > 0 && top[j - 1].logprob < v) {
+        top[j] = top[j - 1];
+        j--;
+      }
+      top[j] = { tokenId: i, logprob: v };
+    }
+    return { logprob: lp[token], top };
+  }
 }

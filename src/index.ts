@@ -9,3 +9,4 @@ export * from './tokenizers/index.js';
 export * from './io/index.js';
 export * from './data/index.js';
 export * from './infer/index.js';
+export * from './peft/index.js';

@@ -10,6 +10,7 @@
         "native/src/elementwise.c",
         "native/src/fused.c",
         "native/src/attention.c",
+        "native/src/paged.c",
         "native/src/vk_avx512.c",
         "native/src/vk_avx2.c",
         "native/src/vk_scalar.c"

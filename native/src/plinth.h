@@ -47,6 +47,7 @@ void pl_register_gemm(napi_env env, napi_value exports);
 void pl_register_elementwise(napi_env env, napi_value exports);
 void pl_register_fused(napi_env env, napi_value exports);
 void pl_register_attention(napi_env env, napi_value exports);
+void pl_register_paged(napi_env env, napi_value exports);
 
 /* ---- thread pool ----------------------------------------------------------------------------
  * A persistent pool: threads = available cores, PLINTH_THREADS overrides. pl_parallel_for splits

@@ -1,0 +1,783 @@
+/* Paged KV cache kernels (vLLM's PagedAttention): the write of a step's keys and values into their
+ * slots of the block pool, and causal attention of packed query rows over the pool.
+ *
+ * pagedAttention walks each sequence's block table with an online softmax, as FlashAttention walks
+ * key tiles: per query row a running max m, a running sum l of exponentials and an unnormalised
+ * output O; a chunk of keys with a larger max rescales l and O by exp(m_old − m_new). A chunk is
+ * a few whole blocks (about 64 keys), so the rescale is paid once per 64 keys rather than per block.
+ *
+ * Work items. The H/KVH query heads that share a key/value head are processed together, and so are
+ * the query rows of a prefill chunk, up to MAXM rows (tokens × heads) per item: each block of K and
+ * V is then loaded once per item and used by every row. An item is (sequence, kv head, tile of
+ * query tokens); a row r of it sits at absolute position p0 + r and sees keys 0..p0 + r.
+ *
+ * Scores. With many rows (prefill) the scores are computed transposed, Sᵀ = K·Qᵀ, one query row
+ * per SIMD lane, and O += P·V is a small GEMM; rows of K and V are addressed through pointer arrays,
+ * so the GEMMs read the blocks where they lie in the pool. With few rows (decode: one token times
+ * the group's heads) a lane per row would leave most lanes idle, so each score is a dot product
+ * along D instead.
+ *
+ * Threads. Decode has few items (one sequence with KVH = 4 is 4 items) and items differ in length
+ * (sequences have different contexts), so items are not handed out whole. The work is laid out as
+ * one line of (item, block) positions, each block weighted by its cost, and cut into one part per
+ * thread of equal weight, at block boundaries (stream-K). An item cut by a part boundary is
+ * computed in pieces, each writing its partial (m, l, O); a merge then combines the pieces, as
+ * FlashDecoding's split-K does: m = max m_k, l = Σ l_k·e^(m_k − m), O = Σ O_k·e^(m_k − m). At most
+ * one item per boundary is split, so the merge is a few rows.
+ *
+ * Precision: scores, exponentials and O in float32 (as the fused attention kernel); the running
+ * sums l, the scale and the final division and merge in double, where they cost nothing. */
+#include "plinth.h"
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define MAXM 64  /* rows (query tokens × heads of a group) per item: the lanes of a transposed score tile */
+#define CHUNK 64 /* keys per online-softmax step, rounded to whole blocks (at least one) */
+#define DOT_M 8  /* items of at most this many rows compute their scores as dot products */
+/* The weight of one block of an item of M rows in the partition: loading the block costs about as
+ * much as 16 rows of arithmetic on it. */
+#define BLOCK_WEIGHT(M) ((int64_t)(M) + 16)
+/* Work below this weight (about 16 decode blocks) runs on the calling thread: waking the pool would
+ * cost more than it saves. */
+#define MIN_PART_WEIGHT 256
+#define INLINE static inline __attribute__((always_inline))
+
+/* The instruction-set-specific primitives. */
+typedef struct {
+  /* C (M×N, row stride ldc) = [C +] A·B, A(r, k) = arow[r][k·aks], row k of B at brow[k]. */
+  void (*gemm)(int M, int N, int K, const float* const* arow, int64_t aks, const float* const* brow, float* C,
+               int64_t ldc, bool acc);
+  /* S[m·lds + c] = qrow[m]·krow[c] over D, for m < M, c < n. */
+  void (*dots)(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S, int64_t lds);
+  /* x[i] = exp(x[i] − shift[i]) for i < n, or exp(x[i] − shift[0]) when `broadcast`. */
+  void (*exp_sub)(float* x, int n, const float* shift, bool broadcast);
+} pg_isa;
+
+/* ---- scalar ------------------------------------------------------------------------------ */
+
+static void gemm_scalar(int M, int N, int K, const float* const* arow, int64_t aks, const float* const* brow, float* C,
+                        int64_t ldc, bool acc) {
+  for (int r = 0; r < M; r++) {
+    float* c = C + r * ldc;
+    if (!acc) memset(c, 0, (size_t)N * sizeof(float));
+    for (int k = 0; k < K; k++) {
+      float a = arow[r][k * aks];
+      const float* b = brow[k];
+      for (int n = 0; n < N; n++) c[n] += a * b[n];
+    }
+  }
+}
+
+static void dots_scalar(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S,
+                        int64_t lds) {
+  for (int m = 0; m < M; m++)
+    for (int c = 0; c < n; c++) {
+      float acc = 0;
+      for (int64_t d = 0; d < D; d++) acc += qrow[m][d] * krow[c][d];
+      S[m * lds + c] = acc;
+    }
+}
+
+static void exp_sub_scalar(float* x, int n, const float* shift, bool broadcast) {
+  for (int i = 0; i < n; i++) x[i] = expf(x[i] - shift[broadcast ? 0 : i]);
+}
+
+static const pg_isa isa_scalar = {gemm_scalar, dots_scalar, exp_sub_scalar};
+
+#if defined(__x86_64__)
+
+/* Cephes expf, as in attention.c: n = round(x·log2 e), r = x − n·ln 2 (ln 2 in two parts), exp(r)
+ * by a degree-6 polynomial, times 2ⁿ. Inputs below ln(FLT_MIN) give 0, which masked (−inf) scores
+ * need; the kernels only pass x ≤ 0 (scores minus their running max). */
+#define EXP_HI 88.3762626647949f
+#define EXP_LO -87.3365447504f
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_C1 0.693359375f
+#define EXP_C2 -2.12194440e-4f
+static const float exp_poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                  4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+/* ---- AVX-512 ----------------------------------------------------------------------------- */
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+
+INLINE T512 __m512 exp512(__m512 x) {
+  __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_LO), _CMP_LT_OQ);
+  x = _mm512_max_ps(_mm512_set1_ps(EXP_LO), _mm512_min_ps(_mm512_set1_ps(EXP_HI), x));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C1), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C2), r);
+  __m512 p = _mm512_set1_ps(exp_poly[0]);
+  for (int i = 1; i < 6; i++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_poly[i]));
+  __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_mask_mov_ps(_mm512_scalef_ps(y, n), under, _mm512_setzero_ps());
+}
+
+INLINE T512 __mmask16 mask16(int64_t n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* One MR×(16·NV) block of C, MR and NV literals at every call site so the accumulators stay in
+ * registers; the last vector column is masked to the block's width. */
+INLINE T512 void mk512(const int MR, const int NV, int K, const float* const* arow, int64_t aks,
+                       const float* const* brow, int64_t n0, float* C, int64_t ldc, bool acc, __mmask16 tail) {
+  __m512 c[4][4];
+  const float* a[4];
+  for (int r = 0; r < MR; r++) {
+    a[r] = arow[r];
+    for (int v = 0; v < NV; v++) c[r][v] = _mm512_setzero_ps();
+  }
+  for (int k = 0; k < K; k++) {
+    const float* b = brow[k] + n0;
+    __m512 bv[4];
+    for (int v = 0; v < NV; v++) bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(tail, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+    for (int r = 0; r < MR; r++) {
+      __m512 av = _mm512_set1_ps(a[r][k * aks]);
+      for (int v = 0; v < NV; v++) c[r][v] = _mm512_fmadd_ps(av, bv[v], c[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; r++)
+    for (int v = 0; v < NV; v++) {
+      __mmask16 m = v == NV - 1 ? tail : (__mmask16)0xffff;
+      float* cp = C + r * ldc + 16 * v;
+      _mm512_mask_storeu_ps(cp, m, acc ? _mm512_add_ps(c[r][v], _mm512_maskz_loadu_ps(m, cp)) : c[r][v]);
+    }
+}
+
+static T512 void gemm_avx512(int M, int N, int K, const float* const* arow, int64_t aks, const float* const* brow,
+                             float* C, int64_t ldc, bool acc) {
+  for (int n0 = 0; n0 < N; n0 += 64) {
+    int nn = N - n0 < 64 ? N - n0 : 64;
+    int nv = (nn + 15) / 16;
+    __mmask16 tail = mask16(nn - 16 * (nv - 1));
+    for (int r0 = 0; r0 < M; r0 += 4) {
+      int mr = M - r0 < 4 ? M - r0 : 4;
+      const float* const* a = arow + r0;
+      float* c = C + r0 * ldc + n0;
+#define MK512(R, V) case (R) * 8 + (V): mk512(R, V, K, a, aks, brow, n0, c, ldc, acc, tail); break;
+      switch (mr * 8 + nv) {
+        MK512(1, 1) MK512(1, 2) MK512(1, 3) MK512(1, 4)
+        MK512(2, 1) MK512(2, 2) MK512(2, 3) MK512(2, 4)
+        MK512(3, 1) MK512(3, 2) MK512(3, 3) MK512(3, 4)
+        MK512(4, 1) MK512(4, 2) MK512(4, 3) MK512(4, 4)
+      }
+#undef MK512
+    }
+  }
+}
+
+static T512 void dots_avx512(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S,
+                             int64_t lds) {
+  for (int c = 0; c < n; c++) {
+    const float* k = krow[c];
+    for (int m = 0; m < M; m++) {
+      const float* q = qrow[m];
+      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+      int64_t d = 0;
+      for (; d + 32 <= D; d += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + d), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 16), _mm512_loadu_ps(k + d + 16), a1);
+      }
+      for (; d < D; d += 16) {
+        __mmask16 mk = mask16(D - d);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q + d), _mm512_maskz_loadu_ps(mk, k + d), a0);
+      }
+      S[m * lds + c] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    }
+  }
+}
+
+static T512 void exp_sub_avx512(float* x, int n, const float* shift, bool broadcast) {
+  __m512 s = _mm512_set1_ps(shift[0]);
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 m = mask16(n - i);
+    if (!broadcast) s = _mm512_maskz_loadu_ps(m, shift + i);
+    _mm512_mask_storeu_ps(x + i, m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+  }
+}
+
+static const pg_isa isa_avx512 = {gemm_avx512, dots_avx512, exp_sub_avx512};
+
+/* ---- AVX2 -------------------------------------------------------------------------------- */
+#define T256 __attribute__((target("avx2,fma")))
+
+INLINE T256 __m256i mask8(int64_t n) {
+  n = n < 0 ? 0 : n > 8 ? 8 : n;
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+INLINE T256 __m256 exp256(__m256 x) {
+  __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_LO), _CMP_LT_OQ);
+  x = _mm256_max_ps(_mm256_set1_ps(EXP_LO), _mm256_min_ps(_mm256_set1_ps(EXP_HI), x));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C1), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C2), r);
+  __m256 p = _mm256_set1_ps(exp_poly[0]);
+  for (int i = 1; i < 6; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_poly[i]));
+  __m256 y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  /* 2ⁿ through the exponent field: the clamp keeps n ≥ −126 and x ≤ 0 keeps n ≤ 0 */
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  return _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
+}
+
+INLINE T256 float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* As mk512 with 8-wide vectors: MR×(8·NV), NV ≤ 3, so 12 accumulators fit in 16 registers. */
+INLINE T256 void mk256(const int MR, const int NV, int K, const float* const* arow, int64_t aks,
+                       const float* const* brow, int64_t n0, float* C, int64_t ldc, bool acc, __m256i tail, bool full) {
+  __m256 c[4][3];
+  const float* a[4];
+  for (int r = 0; r < MR; r++) {
+    a[r] = arow[r];
+    for (int v = 0; v < NV; v++) c[r][v] = _mm256_setzero_ps();
+  }
+  for (int k = 0; k < K; k++) {
+    const float* b = brow[k] + n0;
+    __m256 bv[3];
+    for (int v = 0; v < NV; v++)
+      bv[v] = v == NV - 1 && !full ? _mm256_maskload_ps(b + 8 * v, tail) : _mm256_loadu_ps(b + 8 * v);
+    for (int r = 0; r < MR; r++) {
+      __m256 av = _mm256_broadcast_ss(a[r] + k * aks);
+      for (int v = 0; v < NV; v++) c[r][v] = _mm256_fmadd_ps(av, bv[v], c[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; r++)
+    for (int v = 0; v < NV; v++) {
+      float* cp = C + r * ldc + 8 * v;
+      if (v == NV - 1 && !full) {
+        __m256 x = acc ? _mm256_add_ps(c[r][v], _mm256_maskload_ps(cp, tail)) : c[r][v];
+        _mm256_maskstore_ps(cp, tail, x);
+      } else {
+        _mm256_storeu_ps(cp, acc ? _mm256_add_ps(c[r][v], _mm256_loadu_ps(cp)) : c[r][v]);
+      }
+    }
+}
+
+static T256 void gemm_avx2(int M, int N, int K, const float* const* arow, int64_t aks, const float* const* brow,
+                           float* C, int64_t ldc, bool acc) {
+  for (int n0 = 0; n0 < N; n0 += 24) {
+    int nn = N - n0 < 24 ? N - n0 : 24;
+    int nv = (nn + 7) / 8;
+    int last = nn - 8 * (nv - 1);
+    __m256i tail = mask8(last);
+    bool full = last == 8;
+    for (int r0 = 0; r0 < M; r0 += 4) {
+      int mr = M - r0 < 4 ? M - r0 : 4;
+      const float* const* a = arow + r0;
+      float* c = C + r0 * ldc + n0;
+#define MK256(R, V) case (R) * 4 + (V): mk256(R, V, K, a, aks, brow, n0, c, ldc, acc, tail, full); break;
+      switch (mr * 4 + nv) {
+        MK256(1, 1) MK256(1, 2) MK256(1, 3) MK256(2, 1) MK256(2, 2) MK256(2, 3)
+        MK256(3, 1) MK256(3, 2) MK256(3, 3) MK256(4, 1) MK256(4, 2) MK256(4, 3)
+      }
+#undef MK256
+    }
+  }
+}
+
+static T256 void dots_avx2(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S,
+                           int64_t lds) {
+  for (int c = 0; c < n; c++) {
+    const float* k = krow[c];
+    for (int m = 0; m < M; m++) {
+      const float* q = qrow[m];
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      int64_t d = 0;
+      for (; d + 16 <= D; d += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), _mm256_loadu_ps(k + d + 8), a1);
+      }
+      for (; d < D; d += 8) {
+        __m256i mk = mask8(D - d);
+        a0 = _mm256_fmadd_ps(_mm256_maskload_ps(q + d, mk), _mm256_maskload_ps(k + d, mk), a0);
+      }
+      S[m * lds + c] = hsum256(_mm256_add_ps(a0, a1));
+    }
+  }
+}
+
+static T256 void exp_sub_avx2(float* x, int n, const float* shift, bool broadcast) {
+  __m256 s = _mm256_set1_ps(shift[0]);
+  for (int i = 0; i < n; i += 8) {
+    __m256i m = mask8(n - i);
+    if (!broadcast) s = _mm256_maskload_ps(shift + i, m);
+    _mm256_maskstore_ps(x + i, m, exp256(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), s)));
+  }
+}
+
+static const pg_isa isa_avx2 = {gemm_avx2, dots_avx2, exp_sub_avx2};
+#endif
+
+/* ---- the attention kernel, written once ---------------------------------------------------- */
+
+/* One work item: rows r < nr (tokens i0 + r of the packed q) times heads g0 + g, g < ng, of the
+ * group of kv head kh of sequence s; row r is at absolute position p0 + r. */
+typedef struct {
+  int64_t s, kh, g0, i0, p0;
+  int64_t nblocks; /* blocks the item walks: those holding keys 0..p0 + nr − 1 */
+  int64_t before;  /* total weight of the items before it */
+  int nr, ng;
+} pg_item;
+
+/* A part boundary: block b of item `item`. */
+typedef struct { int64_t item, b; } pg_pos;
+
+/* Per-thread scratch. */
+typedef struct {
+  float* Qt;     /* (D, MAXM) the item's queries transposed */
+  float* S;      /* (ck, MAXM) Sᵀ, or (MAXM, ck) S on the dot-product path; then P */
+  float* O;      /* (MAXM, D) unnormalised output */
+  float *m, *shift;
+  double* l;
+  int64_t* lim;  /* per row: the last key position it sees */
+  const float **qrow, **prow, **qtrow, **krow, **vrow;
+  float** orow;
+} pg_scratch;
+
+typedef struct {
+  const float *q, *kp, *vp;
+  float* out;
+  const int32_t* table;
+  int64_t H, KVH, G, D, bs, maxBlocks, ck;
+  double scale; /* in double: rounded to float32 it would scale every score by the same wrong factor */
+  pg_item* items;
+  int64_t nitems;
+  pg_pos* bounds; /* parts + 1 */
+  pg_scratch* scratch; /* one per thread */
+  /* partial results of split items, two slots per part (its first and its last piece) */
+  int64_t* slot_item; /* −1 when the slot is unused */
+  float *slot_m, *slot_O;
+  double* slot_l;
+} pg_job;
+
+/* The online-softmax step of row r for keys whose max is mnew (≥ the running max): rescales l and O
+ * by exp(m_old − m_new) and returns the shift the exponentials subtract. A row that has seen no
+ * key keeps shift 0, so that exp(−inf − 0) = 0 rather than NaN. */
+INLINE float online_rescale(float* m, double* l, float* O, int r, int64_t D, float mnew) {
+  float shift = mnew == -INFINITY ? 0 : mnew;
+  float alpha = expf(m[r] - shift);
+  m[r] = mnew;
+  l[r] *= alpha;
+  if (alpha != 1.0f)
+    for (int64_t d = 0; d < D; d++) O[r * D + d] *= alpha;
+  return shift;
+}
+
+/* Blocks [b0, b1) of an item. Whole items (pm == NULL) write out = O / l; pieces of a split item
+ * write their m, l and O to a slot for the merge. */
+INLINE void run_piece(const pg_job* j, const pg_item* it, int64_t b0, int64_t b1, const pg_scratch* w, float* pm,
+                      double* pl, float* pO, const pg_isa* isa) {
+  const int64_t D = j->D, bs = j->bs, ck = j->ck;
+  const int ng = it->ng, M = it->nr * ng;
+  const bool by_dots = M <= DOT_M;
+  float *S = w->S, *O = w->O, *m = w->m, *shift = w->shift;
+  double* l = w->l;
+  for (int r = 0; r < M; r++) {
+    int64_t off = ((it->i0 + r / ng) * j->H + it->kh * j->G + it->g0 + r % ng) * D; /* q, out are (N, H, D) */
+    w->qrow[r] = j->q + off;
+    w->orow[r] = j->out + off;
+    w->prow[r] = by_dots ? S + r * ck : S + r;
+    w->lim[r] = it->p0 + r / ng;
+    m[r] = -INFINITY, l[r] = 0;
+  }
+  if (!by_dots)
+    for (int r = 0; r < M; r++)
+      for (int64_t d = 0; d < D; d++) w->Qt[d * MAXM + r] = w->qrow[r][d];
+  memset(O, 0, (size_t)(M * D) * sizeof(float));
+  const int32_t* table = j->table + it->s * j->maxBlocks;
+  int64_t kend = it->p0 + it->nr; /* keys past this were not written: never read them */
+  int64_t jb = b0 * bs, je = b1 * bs < kend ? b1 * bs : kend;
+  for (int64_t j0 = jb; j0 < je; j0 += ck) {
+    int nc = je - j0 < ck ? (int)(je - j0) : (int)ck;
+    for (int c = 0; c < nc;) { /* the chunk's key and value rows, block by block */
+      int64_t blk = table[(j0 + c) / bs], off = (j0 + c) % bs;
+      const float* kb = j->kp + (blk * j->KVH + it->kh) * bs * D; /* pools are (numBlocks, KVH, bs, D) */
+      const float* vb = j->vp + (blk * j->KVH + it->kh) * bs * D;
+      for (; off < bs && c < nc; off++, c++) w->krow[c] = kb + off * D, w->vrow[c] = vb + off * D;
+    }
+    if (by_dots) {
+      isa->dots(M, nc, D, w->qrow, w->krow, S, ck); /* S = Q Kᵀ */
+      for (int r = 0; r < M; r++) {
+        float* row = S + r * ck;
+        int64_t vis = w->lim[r] - j0 + 1; /* keys c < vis are visible to the row */
+        float mnew = m[r];
+        for (int c = 0; c < nc; c++) {
+          row[c] = c < vis ? (float)(row[c] * j->scale) : -INFINITY;
+          mnew = row[c] > mnew ? row[c] : mnew;
+        }
+        shift[r] = online_rescale(m, l, O, r, D, mnew);
+        isa->exp_sub(row, nc, &shift[r], true); /* P */
+        double sum = 0;
+        for (int c = 0; c < nc; c++) sum += row[c];
+        l[r] += sum;
+      }
+    } else {
+      isa->gemm(nc, M, (int)D, w->krow, 1, w->qtrow, S, MAXM, false); /* Sᵀ = K Qᵀ */
+      bool cut = j0 + nc - 1 > it->p0; /* some row does not see the chunk's last key */
+      float mnew[MAXM];
+      for (int r = 0; r < M; r++) mnew[r] = m[r];
+      for (int c = 0; c < nc; c++) {
+        float* col = S + c * MAXM;
+        for (int r = 0; r < M; r++) col[r] = (float)(col[r] * j->scale);
+        if (cut)
+          for (int r = 0; r < M; r++)
+            if (j0 + c > w->lim[r]) col[r] = -INFINITY;
+        for (int r = 0; r < M; r++) mnew[r] = col[r] > mnew[r] ? col[r] : mnew[r];
+      }
+      for (int r = 0; r < M; r++) shift[r] = online_rescale(m, l, O, r, D, mnew[r]);
+      for (int c = 0; c < nc; c++) {
+        isa->exp_sub(S + c * MAXM, M, shift, false); /* Pᵀ */
+        for (int r = 0; r < M; r++) l[r] += S[c * MAXM + r];
+      }
+    }
+    isa->gemm(M, (int)D, nc, w->prow, by_dots ? 1 : MAXM, w->vrow, O, D, true); /* O += P V */
+  }
+  if (!pm) {
+    for (int r = 0; r < M; r++) {
+      float* o = w->orow[r];
+      for (int64_t d = 0; d < D; d++) o[d] = (float)(O[r * D + d] / l[r]); /* l > 0: every row sees key 0 */
+    }
+    return;
+  }
+  memcpy(pm, m, (size_t)M * sizeof(float));
+  memcpy(pl, l, (size_t)M * sizeof(double));
+  memcpy(pO, O, (size_t)(M * D) * sizeof(float));
+}
+
+/* Parts [begin, end): each walks the (item, block) line from its boundary to the next. */
+INLINE void attn_body(pg_job* j, int64_t begin, int64_t end, int thread, const pg_isa* isa) {
+  const pg_scratch* w = &j->scratch[thread];
+  const int64_t D = j->D;
+  for (int64_t p = begin; p < end; p++) {
+    pg_pos a = j->bounds[p], e = j->bounds[p + 1];
+    for (int64_t i = a.item; i < j->nitems && (i < e.item || (i == e.item && e.b > 0)); i++) {
+      const pg_item* it = &j->items[i];
+      int64_t b0 = i == a.item ? a.b : 0, b1 = i == e.item ? e.b : it->nblocks;
+      if (b0 >= b1) continue;
+      if (b0 == 0 && b1 == it->nblocks) {
+        run_piece(j, it, b0, b1, w, NULL, NULL, NULL, isa);
+        continue;
+      }
+      int64_t slot = 2 * p + (i == a.item ? 0 : 1);
+      j->slot_item[slot] = i;
+      run_piece(j, it, b0, b1, w, j->slot_m + slot * MAXM, j->slot_l + slot * MAXM, j->slot_O + slot * MAXM * D, isa);
+    }
+  }
+}
+
+#if defined(__x86_64__)
+static T512 void attn_avx512(void* c, int64_t b, int64_t e, int t) { attn_body((pg_job*)c, b, e, t, &isa_avx512); }
+static T256 void attn_avx2(void* c, int64_t b, int64_t e, int t) { attn_body((pg_job*)c, b, e, t, &isa_avx2); }
+#endif
+static void attn_scalar(void* c, int64_t b, int64_t e, int t) { attn_body((pg_job*)c, b, e, t, &isa_scalar); }
+
+static pl_range_fn pick_body(void) {
+#if defined(__x86_64__)
+  if (pl_cpu_avx512f()) return attn_avx512;
+  if (pl_cpu_avx2_fma()) return attn_avx2;
+#endif
+  return attn_scalar;
+}
+
+/* Combines the pieces of each split item: consecutive used slots of the same item, in part order. */
+static void merge_pieces(const pg_job* j, int64_t nslots) {
+  const int64_t D = j->D;
+  for (int64_t s0 = 0; s0 < nslots;) {
+    if (j->slot_item[s0] < 0) { s0++; continue; }
+    int64_t s1 = s0 + 1;
+    while (s1 < nslots && (j->slot_item[s1] < 0 || j->slot_item[s1] == j->slot_item[s0])) s1++;
+    const pg_item* it = &j->items[j->slot_item[s0]];
+    int M = it->nr * it->ng;
+    for (int r = 0; r < M; r++) {
+      float mx = -INFINITY;
+      for (int64_t s = s0; s < s1; s++)
+        if (j->slot_item[s] >= 0 && j->slot_m[s * MAXM + r] > mx) mx = j->slot_m[s * MAXM + r];
+      double wsum[2 * 256], lsum = 0; /* a piece's weight e^(m_k − m); parts ≤ 256 threads */
+      for (int64_t s = s0; s < s1; s++) {
+        double wk = j->slot_item[s] < 0 ? 0 : exp((double)j->slot_m[s * MAXM + r] - mx);
+        wsum[s - s0] = wk;
+        lsum += wk * j->slot_l[s * MAXM + r];
+      }
+      float* o = j->out + ((it->i0 + r / it->ng) * j->H + it->kh * j->G + it->g0 + r % it->ng) * D;
+      for (int64_t d = 0; d < D; d++) {
+        double acc = 0;
+        for (int64_t s = s0; s < s1; s++)
+          if (wsum[s - s0] > 0) acc += wsum[s - s0] * j->slot_O[(s * MAXM + r) * D + d];
+        o[d] = (float)(acc / lsum);
+      }
+    }
+    s0 = s1;
+  }
+}
+
+/* ---- kept scratch ------------------------------------------------------------------------- */
+
+/* The scratch (items, per-thread tiles, split slots) is a few hundred kilobytes. Fresh pages cost
+ * a page fault each on first touch, and the engine calls this kernel for every layer of every step
+ * with the same shapes, so the buffer is kept between calls and only grows. A concurrent caller
+ * (another JS thread) that finds it in use allocates its own. */
+static pthread_mutex_t g_arena_lock = PTHREAD_MUTEX_INITIALIZER;
+static void* g_arena;
+static size_t g_arena_len;
+
+static void* alloc_lines(size_t n) {
+  void* p;
+  return posix_memalign(&p, 64, n) == 0 ? p : NULL;
+}
+
+static void* arena_acquire(size_t n, bool* cached) {
+  *cached = false;
+  if (pthread_mutex_trylock(&g_arena_lock) == 0) {
+    if (g_arena_len < n) {
+      free(g_arena);
+      g_arena = alloc_lines(n);
+      g_arena_len = g_arena ? n : 0;
+    }
+    if (g_arena) {
+      *cached = true;
+      return g_arena;
+    }
+    pthread_mutex_unlock(&g_arena_lock);
+  }
+  return alloc_lines(n);
+}
+
+static void arena_release(void* p, bool cached) {
+  if (cached) pthread_mutex_unlock(&g_arena_lock);
+  else free(p);
+}
+
+/* Lays the scratch out from `base` (items, part boundaries, split slots, per-thread tiles), or with
+ * base = NULL only measures it; returns its size in bytes. */
+static size_t layout(pg_job* j, char* base, int threads, int64_t nitems) {
+  const int64_t D = j->D, ck = j->ck;
+  size_t at = 0;
+#define TAKE(ptr, type, n)                                   \
+  do {                                                       \
+    if (base) (ptr) = (type*)(base + at);                    \
+    at += ((size_t)(n) * sizeof(type) + 63) / 64 * 64;       \
+  } while (0)
+  TAKE(j->items, pg_item, nitems);
+  TAKE(j->bounds, pg_pos, threads + 1);
+  TAKE(j->scratch, pg_scratch, threads);
+  TAKE(j->slot_item, int64_t, 2 * threads);
+  TAKE(j->slot_m, float, 2 * threads * MAXM);
+  TAKE(j->slot_l, double, 2 * threads * MAXM);
+  TAKE(j->slot_O, float, 2 * threads * MAXM * D);
+  for (int t = 0; t < threads; t++) {
+    pg_scratch* w = base ? &j->scratch[t] : &(pg_scratch){0};
+    TAKE(w->Qt, float, D * MAXM);
+    TAKE(w->S, float, ck * MAXM);
+    TAKE(w->O, float, MAXM * D);
+    TAKE(w->m, float, MAXM);
+    TAKE(w->shift, float, MAXM);
+    TAKE(w->l, double, MAXM);
+    TAKE(w->lim, int64_t, MAXM);
+    TAKE(w->qrow, const float*, MAXM);
+    TAKE(w->orow, float*, MAXM);
+    TAKE(w->prow, const float*, MAXM);
+    TAKE(w->qtrow, const float*, D);
+    TAKE(w->krow, const float*, ck);
+    TAKE(w->vrow, const float*, ck);
+    if (base)
+      for (int64_t d = 0; d < D; d++) w->qtrow[d] = w->Qt + d * MAXM;
+  }
+#undef TAKE
+  return at;
+}
+
+/* ---- argument checking ---------------------------------------------------------------------- */
+
+#define PG_MAX ((int64_t)1 << 31)
+
+static bool read_sizes(pl_args* a, size_t at, int n, const char* const* names, int64_t* out) {
+  for (int i = 0; i < n; i++) {
+    if (!pl_int(a, at + i, &out[i])) return false;
+    if (out[i] < 0) return pl_fail(a, "%s = %lld must not be negative", names[i], (long long)out[i]);
+    if (out[i] > PG_MAX) return pl_fail(a, "%s = %lld is too large", names[i], (long long)out[i]);
+  }
+  return true;
+}
+
+/* numBlocks·KVH·blockSize·D, the elements of each pool; false (and a thrown error) on overflow. */
+static bool pool_elems(pl_args* a, int64_t numBlocks, int64_t KVH, int64_t bs, int64_t D, int64_t* n) {
+  int64_t x, y;
+  if (__builtin_mul_overflow(numBlocks, KVH, &x) || __builtin_mul_overflow(bs, D, &y) || __builtin_mul_overflow(x, y, n))
+    return pl_fail(a, "pool sizes overflow");
+  return true;
+}
+
+/* pagedKVWrite(k, v, kPool, vPool, slots, N, KVH, D, blockSize, numBlocks) */
+typedef struct {
+  const float *k, *v;
+  float *kp, *vp;
+  const int32_t* slots;
+  int64_t KVH, D, bs;
+} kvw_job;
+
+static void kvw_body(void* ctx, int64_t begin, int64_t end, int thread) {
+  const kvw_job* j = ctx;
+  for (int64_t n = begin; n < end; n++) {
+    int64_t slot = j->slots[n];
+    if (slot < 0) continue;
+    int64_t block = slot / j->bs, off = slot % j->bs;
+    for (int64_t kh = 0; kh < j->KVH; kh++) {
+      int64_t src = (n * j->KVH + kh) * j->D;                     /* k, v are (N, KVH, D) */
+      int64_t dst = ((block * j->KVH + kh) * j->bs + off) * j->D; /* pools are (numBlocks, KVH, bs, D) */
+      memcpy(j->kp + dst, j->k + src, (size_t)j->D * sizeof(float));
+      memcpy(j->vp + dst, j->v + src, (size_t)j->D * sizeof(float));
+    }
+  }
+}
+
+static napi_value js_paged_kv_write(napi_env env, napi_callback_info info) {
+  pl_args a;
+  float *k, *v, *kp, *vp;
+  int32_t* slots;
+  size_t lk, lv, lkp, lvp, ls;
+  int64_t sz[5];
+  static const char* names[5] = {"N", "KVH", "D", "blockSize", "numBlocks"};
+  if (!pl_args_init(env, info, "pagedKVWrite", 10, &a) || !pl_f32(&a, 0, &k, &lk) || !pl_f32(&a, 1, &v, &lv) ||
+      !pl_f32(&a, 2, &kp, &lkp) || !pl_f32(&a, 3, &vp, &lvp) || !pl_i32(&a, 4, &slots, &ls) ||
+      !read_sizes(&a, 5, 5, names, sz))
+    return NULL;
+  int64_t N = sz[0], KVH = sz[1], D = sz[2], bs = sz[3], numBlocks = sz[4], pool = 0, tok;
+  if (bs < 1) { pl_fail(&a, "blockSize must be at least 1"); return NULL; }
+  if (!pool_elems(&a, numBlocks, KVH, bs, D, &pool)) return NULL;
+  if (__builtin_mul_overflow(N, KVH * D, &tok)) { pl_fail(&a, "k, v sizes overflow"); return NULL; }
+  if (!pl_need(&a, "k", lk, tok) || !pl_need(&a, "v", lv, tok) || !pl_need(&a, "kPool", lkp, pool) ||
+      !pl_need(&a, "vPool", lvp, pool) || !pl_need(&a, "slots", ls, N))
+    return NULL;
+  /* every slot is checked before anything is written, so a bad call leaves the pool as it was */
+  for (int64_t n = 0; n < N; n++)
+    if (slots[n] >= numBlocks * bs) {
+      pl_fail(&a, "slot %d of token %lld is outside the pool of %lld blocks of %lld", slots[n], (long long)n,
+              (long long)numBlocks, (long long)bs);
+      return NULL;
+    }
+  kvw_job j = {k, v, kp, vp, slots, KVH, D, bs};
+  /* a copy: worth a second thread only for a prefill-sized write */
+  int64_t per_token = KVH * D > 0 ? KVH * D : 1;
+  pl_parallel_for(N, (1 << 16) / per_token + 1, kvw_body, &j);
+  return NULL;
+}
+
+/* pagedAttention(q, kPool, vPool, out, blockTables, queryStart, contextLens,
+ *                S, H, KVH, D, blockSize, maxBlocks, numBlocks, scale) */
+static napi_value js_paged_attention(napi_env env, napi_callback_info info) {
+  pl_args a;
+  float *q, *kp, *vp, *out;
+  int32_t *table, *qs, *cl;
+  size_t lq, lkp, lvp, lo, lt, lqs, lcl;
+  int64_t sz[7];
+  double scale;
+  static const char* names[7] = {"S", "H", "KVH", "D", "blockSize", "maxBlocks", "numBlocks"};
+  if (!pl_args_init(env, info, "pagedAttention", 15, &a) || !pl_f32(&a, 0, &q, &lq) || !pl_f32(&a, 1, &kp, &lkp) ||
+      !pl_f32(&a, 2, &vp, &lvp) || !pl_f32(&a, 3, &out, &lo) || !pl_i32(&a, 4, &table, &lt) ||
+      !pl_i32(&a, 5, &qs, &lqs) || !pl_i32(&a, 6, &cl, &lcl) || !read_sizes(&a, 7, 7, names, sz) ||
+      !pl_double(&a, 14, &scale))
+    return NULL;
+  int64_t S = sz[0], H = sz[1], KVH = sz[2], D = sz[3], bs = sz[4], maxBlocks = sz[5], numBlocks = sz[6];
+  int64_t pool = 0, tables, rowElems;
+  if (bs < 1) { pl_fail(&a, "blockSize must be at least 1"); return NULL; }
+  if (KVH == 0 ? H != 0 : H % KVH != 0) {
+    pl_fail(&a, "H = %lld is not a multiple of KVH = %lld", (long long)H, (long long)KVH);
+    return NULL;
+  }
+  if (!isfinite(scale)) { pl_fail(&a, "scale must be finite"); return NULL; }
+  if (!pool_elems(&a, numBlocks, KVH, bs, D, &pool)) return NULL;
+  if (__builtin_mul_overflow(S, maxBlocks, &tables) || __builtin_mul_overflow(H, D, &rowElems)) {
+    pl_fail(&a, "sizes overflow");
+    return NULL;
+  }
+  if (!pl_need(&a, "kPool", lkp, pool) || !pl_need(&a, "vPool", lvp, pool) || !pl_need(&a, "blockTables", lt, tables) ||
+      !pl_need(&a, "queryStart", lqs, S + 1) || !pl_need(&a, "contextLens", lcl, S))
+    return NULL;
+  if (qs[0] < 0) { pl_fail(&a, "queryStart[0] = %d must not be negative", qs[0]); return NULL; }
+  for (int64_t s = 0; s < S; s++) {
+    int64_t nq = (int64_t)qs[s + 1] - qs[s], ctx = cl[s];
+    if (nq < 0) { pl_fail(&a, "queryStart must not decrease (entry %lld)", (long long)s + 1); return NULL; }
+    if (ctx < nq) {
+      pl_fail(&a, "sequence %lld has %lld query tokens but a context of %lld", (long long)s, (long long)nq, (long long)ctx);
+      return NULL;
+    }
+    if (nq == 0) continue;
+    if (ctx > maxBlocks * bs) {
+      pl_fail(&a, "sequence %lld: context %lld exceeds maxBlocks·blockSize = %lld", (long long)s, (long long)ctx,
+              (long long)(maxBlocks * bs));
+      return NULL;
+    }
+    for (int64_t b = 0; b < (ctx + bs - 1) / bs; b++) {
+      int32_t id = table[s * maxBlocks + b];
+      if (id < 0 || id >= numBlocks) {
+        pl_fail(&a, "block %d (entry %lld of sequence %lld) is outside the pool of %lld blocks", id, (long long)b,
+                (long long)s, (long long)numBlocks);
+        return NULL;
+      }
+    }
+  }
+  int64_t N = qs[S], qElems;
+  if (__builtin_mul_overflow(N, rowElems, &qElems)) { pl_fail(&a, "q sizes overflow"); return NULL; }
+  if (!pl_need(&a, "q", lq, qElems) || !pl_need(&a, "out", lo, qElems)) return NULL;
+  if (qElems == 0) return NULL;
+
+  pg_job j = {.q = q, .kp = kp, .vp = vp, .out = out, .table = table, .H = H, .KVH = KVH, .G = H / KVH, .D = D,
+              .bs = bs, .maxBlocks = maxBlocks, .scale = scale};
+  j.ck = bs * (CHUNK / bs > 1 ? CHUNK / bs : 1);
+  /* items: per sequence, per kv head, per group of at most MAXM heads, per tile of query tokens */
+  int64_t ng = j.G < MAXM ? j.G : MAXM, tile = MAXM / ng;
+  int64_t nitems = 0;
+  bool cached;
+  for (int64_t s = 0; s < S; s++)
+    nitems += KVH * ((j.G + ng - 1) / ng) * ((qs[s + 1] - qs[s] + tile - 1) / tile);
+  int threads = pl_num_threads();
+  size_t bytes = layout(&j, NULL, threads, nitems);
+  void* arena = arena_acquire(bytes, &cached);
+  if (!arena) { pl_fail(&a, "out of memory for attention scratch"); return NULL; }
+  layout(&j, arena, threads, nitems);
+
+  int64_t total = 0, n = 0;
+  for (int64_t s = 0; s < S; s++)
+    for (int64_t kh = 0; kh < KVH; kh++)
+      for (int64_t g0 = 0; g0 < j.G; g0 += ng)
+        for (int64_t i0 = qs[s]; i0 < qs[s + 1]; i0 += tile) {
+          pg_item* it = &j.items[n++];
+          it->s = s, it->kh = kh, it->g0 = g0, it->i0 = i0;
+          it->ng = (int)(j.G - g0 < ng ? j.G - g0 : ng);
+          it->nr = (int)(qs[s + 1] - i0 < tile ? qs[s + 1] - i0 : tile);
+          it->p0 = cl[s] - (qs[s + 1] - i0);
+          it->nblocks = (it->p0 + it->nr + bs - 1) / bs;
+          it->before = total;
+          total += it->nblocks * BLOCK_WEIGHT(it->nr * it->ng);
+        }
+  j.nitems = nitems;
+  /* one part per thread of equal weight, cut at block boundaries */
+  int64_t parts = total / MIN_PART_WEIGHT < threads ? total / MIN_PART_WEIGHT : threads;
+  if (parts < 1) parts = 1;
+  int64_t i = 0;
+  for (int64_t p = 0; p <= parts; p++) {
+    int64_t c = (int64_t)((__int128)total * p / parts);
+    while (i + 1 < nitems && j.items[i + 1].before <= c) i++;
+    int64_t wgt = BLOCK_WEIGHT(j.items[i].nr * j.items[i].ng);
+    int64_t b = (c - j.items[i].before + wgt / 2) / wgt;
+    j.bounds[p] = b >= j.items[i].nblocks ? (pg_pos){i + 1, 0} : (pg_pos){i, b};
+  }
+  for (int64_t s = 0; s < 2 * parts; s++) j.slot_item[s] = -1;
+  pl_parallel_for(parts, 1, pick_body(), &j);
+  merge_pieces(&j, 2 * parts);
+  arena_release(arena, cached);
+  return NULL;
+}
+
+void pl_register_paged(napi_env env, napi_value exports) {
+  pl_export(env, exports, "pagedKVWrite", js_paged_kv_write, "f32");
+  pl_export(env, exports, "pagedAttention", js_paged_attention, "f32");
+}

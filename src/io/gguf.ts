@@ -432,7 +432,7 @@ class ByteReader {
   /** A u64 count or size, which must be a safe integer and at most `max`. */
   count(what: string, max: number): number {
     const v = this.u64big();
-    if (v > BigInt(max)) throw new GGUFError(`${this.name}: ${what} ${v} is impossibly large (at most ${max} here)`);
+    if (v > BigInt(Math.floor(max))) throw new GGUFError(`${this.name}: ${what} ${v} is impossibly large (at most ${max} here)`);
     return Number(v);
   }
   str(what: string): string {

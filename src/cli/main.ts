@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { PlinthError } from '../errors.js';
 import { registerDemoCommand } from './demo.js';
+import { registerExportCommands } from './export.js';
 import { registerPrepareCommand } from './prepare.js';
 import { registerPretrainCommand } from './pretrain.js';
 import { registerSampleCommand } from './sample.js';
@@ -19,6 +20,7 @@ registerTokenizerCommands(program);
 registerPrepareCommand(program);
 registerSampleCommand(program);
 registerPretrainCommand(program);
+registerExportCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof PlinthError) {

@@ -78,7 +78,7 @@ const PROMPT_CONTEXT = 5;
  * incomplete UTF-8 character. Stop strings cut the text; text that could still become a stop
  * string is held back.
  */
-class TextStream {
+export class TextStream {
   private readonly ids: number[];
   private prefixOffset = 0;
   private readOffset: number;

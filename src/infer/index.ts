@@ -3,5 +3,5 @@ export { generate, type GenerateOptions } from './generate.js';
 export { BlockPool, blockHash, kvBytesPerBlock, type BlockPoolStats } from './block_pool.js';
 export { Scheduler, Sequence, type ScheduledChunk, type SchedulerOptions, type SchedulerStep, type SequenceStatus } from './scheduler.js';
 export {
-  Engine, QueueFullError, type EngineEvent, type EngineOptions, type EngineStats, type GenerationRequest,
+  Engine, QueueFullError, TextStream, type EngineEvent, type EngineOptions, type EngineStats, type GenerationRequest,
 } from './engine.js';

@@ -139,13 +139,9 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
   forward(inputIds: Tensor, options: ForwardOptions = {}): CausalLMOutput {
     const [, T] = checkIds(inputIds, this.config.vocab_size);
     const cache = options.cache ?? null;
-    const past = cache?.length ?? 0;
-    if (past + T > this.config.n_positions) {
-      throw new ArgumentError(`gpt2: ${past + T} positions exceed n_positions ${this.config.n_positions}`);
-    }
     const meta = causalMetadata(T, cache, options.paged ?? null, null);
     // x = wte[ids] + wpe[positions]   (B, T, C); positions are past..past+T−1 unless packed
-    let x = pl.add(this.wte.forward(inputIds), this.wpe.forward(positionIds(meta, T)));
+    let x = pl.add(this.wte.forward(inputIds), this.wpe.forward(positionIds(meta, T, this.config.n_positions)));
     const hidden: Tensor[] = options.outputHiddenStates ? [x] : [];
     for (const block of this.h) {
       x = block.forward(x, meta);

@@ -139,10 +139,15 @@ export function causalMetadata(T: number, cache: KVCache | null, paged: PagedAtt
   return { causal: true, pastLength: past, rope, cache, paged };
 }
 
-/** Absolute positions (T) of a call's tokens, i32: for learned position embeddings. */
-export function positionIds(meta: AttentionMetadata, T: number): Tensor {
-  if (meta.paged) return new Tensor(meta.paged.positions, [T], 'i32');
-  return pl.arange(meta.pastLength, meta.pastLength + T, 1, { dtype: 'i32' });
+/** Absolute positions (T) of a call's tokens, i32, each below maxPositions: for learned position
+ *  embeddings. */
+export function positionIds(meta: AttentionMetadata, T: number, maxPositions: number): Tensor {
+  const ids = meta.paged ? new Tensor(meta.paged.positions, [T], 'i32') : pl.arange(meta.pastLength, meta.pastLength + T, 1, { dtype: 'i32' });
+  const d = ids.data() as Int32Array;
+  for (let i = 0; i < T; i++) {
+    if (d[i] >= maxPositions) throw new ArgumentError(`position ${d[i]} is beyond the model's ${maxPositions} positions`);
+  }
+  return ids;
 }
 
 /**

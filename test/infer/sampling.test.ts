@@ -43,3 +43,41 @@ test('cached generation equals uncached greedy decoding', () => {
   });
   assert.deepEqual(fast, seq.slice(prompt.length));
 });
+
+test('the engine sampler: temperature, min-p, top-k and top-p keep the right tokens in the right proportions', () => {
+  const probs = [0.5, 0.3, 0.15, 0.05];
+  const logits = Float32Array.from(probs, Math.log);
+  const sampler = new pl.Sampler(4);
+  /** Frequencies over an even grid of draws u. */
+  const freq = (p: Partial<pl.SamplingParams>, tokens: number[] = [], promptLength = 0) => {
+    const n = 20000;
+    const f = [0, 0, 0, 0];
+    for (let i = 0; i < n; i++) f[sampler.sample(logits, pl.samplingParams(p), tokens, promptLength, (i + 0.5) / n)] += 1 / n;
+    return f;
+  };
+  const close = (a: number[], b: number[]) => a.forEach((x, i) => assert.ok(Math.abs(x - b[i]) < 2e-3, `${a} vs ${b}`));
+  close(freq({}), probs);
+  close(freq({ topK: 2 }), [0.5 / 0.8, 0.3 / 0.8, 0, 0]);
+  close(freq({ topP: 0.7 }), [0.5 / 0.8, 0.3 / 0.8, 0, 0]);
+  close(freq({ topP: 0.85 }), [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0]);
+  close(freq({ minP: 0.35 }), [0.5 / 0.8, 0.3 / 0.8, 0, 0]);
+  close(freq({ topK: 3, topP: 0.6 }), [0.5 / 0.8, 0.3 / 0.8, 0, 0]);
+  const t2 = probs.map((p) => Math.sqrt(p));
+  const z = t2.reduce((a, b) => a + b);
+  close(freq({ temperature: 2 }), t2.map((p) => p / z));
+  assert.equal(sampler.sample(logits, pl.samplingParams({ temperature: 0 }), [], 0, 0.99), 0);
+  // Repetition penalty divides positive logits and multiplies negative ones of every seen token.
+  const l2 = Float32Array.from([2, 1.9, -1, -1.05]);
+  assert.equal(sampler.sample(l2, pl.samplingParams({ temperature: 0, repetitionPenalty: 1.2 }), [0], 0, 0), 1);
+  assert.equal(sampler.sample(l2, pl.samplingParams({ temperature: 0 }), [0], 1, 0), 0);
+  // Presence and frequency penalties count generated tokens only (after the prompt).
+  assert.equal(sampler.sample(l2, pl.samplingParams({ temperature: 0, presencePenalty: 0.2 }), [0], 1, 0), 0);
+  assert.equal(sampler.sample(l2, pl.samplingParams({ temperature: 0, presencePenalty: 0.2 }), [0], 0, 0), 1);
+  assert.equal(sampler.sample(l2, pl.samplingParams({ temperature: 0, frequencyPenalty: 0.06 }), [0, 0], 0, 0), 1);
+  assert.equal(sampler.sample(l2, pl.samplingParams({ temperature: 0, frequencyPenalty: 0.06 }), [0], 0, 0), 0);
+  // The scratch space is clean afterwards: no penalty leaks into the next call.
+  assert.equal(sampler.sample(l2, pl.samplingParams({ temperature: 0 }), [], 0, 0), 0);
+  const lp = sampler.logprobsOf(logits, 2, 2);
+  assert.ok(Math.abs(lp.logprob - Math.log(0.15)) < 1e-6);
+  assert.deepEqual(lp.top.map((t) => t.tokenId), [0, 1]);
+});

@@ -11,6 +11,7 @@
         "native/src/fused.c",
         "native/src/attention.c",
         "native/src/paged.c",
+        "native/src/quant.c",
         "native/src/vk_avx512.c",
         "native/src/vk_avx2.c",
         "native/src/vk_scalar.c"

@@ -48,6 +48,11 @@ void pl_register_elementwise(napi_env env, napi_value exports);
 void pl_register_fused(napi_env env, napi_value exports);
 void pl_register_attention(napi_env env, napi_value exports);
 void pl_register_paged(napi_env env, napi_value exports);
+void pl_register_quant(napi_env env, napi_value exports);
+
+/* The float GEMM (gemm.c) for other kernels: C (M,N) = (acc ? C : 0) + op(A)·op(B) on contiguous
+ * row-major operands, threaded as matmul is; false when a packing buffer cannot be allocated. */
+bool pl_sgemm(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool acc);
 
 /* ---- thread pool ----------------------------------------------------------------------------
  * A persistent pool: threads = available cores, PLINTH_THREADS overrides. pl_parallel_for splits

@@ -210,6 +210,27 @@ export interface Backend {
    */
   adamwStep(p: FloatArray, g: FloatArray, m: FloatArray, v: FloatArray, n: number,
     lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+
+  // ---- quantized weights (frozen; multiplied without materialising the float matrix) ---------
+  /**
+   * y (M,N) = x (M,K) · Wᵀ with W (N,K) stored as int8 per output channel:
+   * W[n,k] = w[n·K + k] · scale[n]. Writes y.
+   */
+  int8Linear(x: Float32Array, w: Int8Array, scale: Float32Array, y: Float32Array, M: number, N: number, K: number): void;
+  /** dx (M,K) = dy (M,N) · W, W as in int8Linear (the backward through a frozen int8 layer). Writes dx. */
+  int8LinearBackward(dy: Float32Array, w: Int8Array, scale: Float32Array, dx: Float32Array, M: number, N: number, K: number): void;
+  /**
+   * y (M,N) = x (M,K) · Wᵀ with W (N,K) in 4-bit blockwise form (bitsandbytes NF4): element
+   * e = n·K + k of the row-major flattened W has code index q = packed[⌊e/2⌋] >> 4 for even e and
+   * packed[⌊e/2⌋] & 15 for odd e, and value code[q] · absmax[⌊e/64⌋]. code has 16 entries. Writes y.
+   */
+  nf4Linear(x: Float32Array, packed: Uint8Array, absmax: Float32Array, code: Float32Array, y: Float32Array,
+    M: number, N: number, K: number): void;
+  /** dx (M,K) = dy (M,N) · W, W as in nf4Linear. Writes dx. */
+  nf4LinearBackward(dy: Float32Array, packed: Uint8Array, absmax: Float32Array, code: Float32Array, dx: Float32Array,
+    M: number, N: number, K: number): void;
+  /** out[e] = code[q_e] · absmax[⌊e/64⌋] for e < n, with q_e as in nf4Linear. */
+  nf4Dequantize(packed: Uint8Array, absmax: Float32Array, code: Float32Array, out: Float32Array, n: number): void;
 }
 
 export type KernelName = Exclude<keyof Backend, 'name' | 'supports'>;
@@ -223,6 +244,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
   'attention', 'attentionBackward', 'rope', 'pagedKVWrite', 'pagedAttention',
   'indexSelect', 'indexAdd', 'gather', 'scatterAdd',
   'im2col', 'col2im', 'dropoutMask', 'adamwStep',
+  'int8Linear', 'int8LinearBackward', 'nf4Linear', 'nf4LinearBackward', 'nf4Dequantize',
 ];
 
 /** The dtype of a kernel argument, from its typed-array class. */

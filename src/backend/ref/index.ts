@@ -17,10 +17,12 @@ import { gather, indexAdd, indexSelect, scatterAdd } from './indexing.js';
 import { col2im, im2col } from './conv.js';
 import { dropoutMask } from './random.js';
 import { adamwStep } from './optim.js';
+import { int8Linear, int8LinearBackward, nf4Dequantize, nf4Linear, nf4LinearBackward } from './quant.js';
 
 /** fill and copyStrided move any dtype, cast converts between every pair; the rest are float kernels. */
 function supports(kernel: KernelName, dtype: KernelDType): boolean {
   if (kernel === 'fill' || kernel === 'copyStrided' || kernel === 'cast') return true;
+  if (kernel === 'nf4Dequantize') return dtype === 'u8';
   return dtype === 'f32' || dtype === 'f64';
 }
 
@@ -35,4 +37,5 @@ export const refBackend: Backend = {
   attention, attentionBackward, rope, pagedKVWrite, pagedAttention,
   indexSelect, indexAdd, gather, scatterAdd,
   im2col, col2im, dropoutMask, adamwStep,
+  int8Linear, int8LinearBackward, nf4Linear, nf4LinearBackward, nf4Dequantize,
 };

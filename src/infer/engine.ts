@@ -211,8 +211,11 @@ export class Engine {
       throw new ArgumentError(`the KV cache must hold at least one block (${perBlock} bytes each); got ${this.numBlocks} blocks`);
     }
     this.blockFloats = KVH * this.blockSize * D;
-    this.kPools = Array.from({ length: L }, () => new Float32Array(this.numBlocks * this.blockFloats));
-    this.vPools = Array.from({ length: L }, () => new Float32Array(this.numBlocks * this.blockFloats));
+    // Touched now (fill), not page by page as blocks are first written: steps keep a steady cost
+    // and the process's memory is flat from the start.
+    const newPool = () => new Float32Array(this.numBlocks * this.blockFloats).fill(0);
+    this.kPools = Array.from({ length: L }, newPool);
+    this.vPools = Array.from({ length: L }, newPool);
     this.pool = new BlockPool(this.numBlocks, this.blockSize, options.enablePrefixCaching ?? true);
     this.scheduler = new Scheduler(this.pool, { maxBatchTokens: options.maxBatchTokens ?? 512, maxRunning: options.maxRunning ?? 64 });
     this.maxWaiting = options.maxWaiting ?? Infinity;

@@ -10,3 +10,4 @@ export * from './io/index.js';
 export * from './data/index.js';
 export * from './infer/index.js';
 export * from './peft/index.js';
+export * from './align/index.js';

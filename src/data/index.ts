@@ -17,3 +17,11 @@ export { prepareShards, type PrepareOptions, type PrepareResult, type PreparePro
 export { openDataset, type Dataset } from './dataset.js';
 export { BatchSampler, type Batch, type SamplerOptions, type SamplerState } from './sampler.js';
 export { DataError } from './errors.js';
+export {
+  taskExamples, preferencePairs, taskReward, normaliseAnswer, TASK_KINDS,
+  type TaskExample, type TaskKind, type TaskOptions, type PreferencePair, type PairKind,
+} from './tasks.js';
+export {
+  parseInstructionJsonl, parsePreferenceJsonl, readInstructionFile, readPreferenceFile,
+  type InstructionExample, type PreferenceExample, type JsonlProblem, type JsonlOptions, type JsonlResult,
+} from './instruct.js';

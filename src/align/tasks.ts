@@ -1,0 +1,39 @@
+// From data to what the stages train on: built-in task examples and JSONL records as encoded
+// conversations and pairs, and the programmatic reward as a PPO scorer.
+import {
+  taskReward, type InstructionExample, type PreferenceExample, type PreferencePair, type TaskExample,
+} from '../data/index.js';
+import type { Tokenizer } from '../tokenizers/index.js';
+import type { EncodedPair } from './reward.js';
+import type { Scorer } from './ppo.js';
+import { encodeConversation, encodePrompt, encodeResponse, type EncodedExample } from './sequences.js';
+
+/** Whether a task's prompt plus `reserve` tokens of answer fits a context of maxPositions. */
+export function fitsContext(tokenizer: Tokenizer, maxPositions: number, reserve = 24): (e: { prompt: string }) => boolean {
+  // The chat template adds about a dozen tokens around the user's message.
+  return (e) => tokenizer.encode(e.prompt, { addSpecialTokens: false }).length + 12 + reserve <= maxPositions;
+}
+
+export function sftExamplesFromTasks(tokenizer: Tokenizer, tasks: readonly TaskExample[]): EncodedExample[] {
+  return tasks.map((e) => encodeConversation(tokenizer, [{ role: 'user', content: e.prompt }, { role: 'assistant', content: e.answer }]));
+}
+
+export function sftExamplesFromRecords(tokenizer: Tokenizer, records: readonly InstructionExample[]): EncodedExample[] {
+  return records.map((r) => encodeConversation(tokenizer, r.messages));
+}
+
+export function encodePairs(tokenizer: Tokenizer, pairs: readonly (PreferencePair | PreferenceExample)[]): EncodedPair[] {
+  return pairs.map((p) => {
+    const prompt = typeof p.prompt === 'string' ? [{ role: 'user', content: p.prompt }] : p.prompt;
+    return { chosen: encodeResponse(tokenizer, prompt, p.chosen), rejected: encodeResponse(tokenizer, prompt, p.rejected) };
+  });
+}
+
+export function promptsFromTasks(tokenizer: Tokenizer, tasks: readonly TaskExample[]): number[][] {
+  return tasks.map((e) => encodePrompt(tokenizer, [{ role: 'user', content: e.prompt }]));
+}
+
+/** The programmatic reward of the built-in tasks (1 for the exact answer) as a PPO scorer over `tasks`. */
+export function taskScorer(tokenizer: Tokenizer, tasks: readonly TaskExample[], stopIds: readonly number[]): Scorer {
+  return (items) => items.map(({ prompt, response }) => taskReward(tasks[prompt], tokenizer.decode(response.filter((id) => !stopIds.includes(id)))));
+}

@@ -96,6 +96,9 @@ export interface SamplingParams {
 
 export const MAX_LOGPROBS = 20;
 
+/** Probability buckets by float bits >>> 20 (positive floats up to 1 fall below 1024). */
+const BUCKETS = 2048;
+
 /** Parameters with defaults filled in, validated (ArgumentError names the bad field). */
 export function samplingParams(partial: Partial<SamplingParams> = {}): SamplingParams {
   const p: SamplingParams = {
@@ -136,6 +139,8 @@ export class Sampler {
   private readonly counts: Int32Array;
   private readonly keys: Float64Array;
   private readonly bits: Uint32Array;
+  private readonly bucketMass = new Float64Array(BUCKETS);
+  private readonly bucketCount = new Int32Array(BUCKETS);
 
   constructor(readonly V: number) {
     if (V >= 1 << 20) throw new ArgumentError(`sampling supports vocabularies below 2^20 tokens, got ${V}`);
@@ -161,21 +166,28 @@ export class Sampler {
       this.applyPenalties(x, p, tokens, promptLength);
     }
     if (p.temperature === 0) return argmax(x);
-    // probs ∝ exp((x − max)/T), unnormalised: the most likely token has 1.
+    // probs = softmax(x / T), by the backend's kernels (exp over the whole vocabulary is the cost).
+    const K = kernels();
     const probs = this.probs;
-    let max = -Infinity;
-    for (let i = 0; i < V; i++) if (x[i] > max) max = x[i];
-    const invT = 1 / p.temperature;
-    const floor = p.minP; // min-p: keep p_i ≥ minP · p_max, and p_max is 1 here
-    let total = 0;
-    let kept = 0;
-    for (let i = 0; i < V; i++) {
-      let e = Math.exp((x[i] - max) * invT);
-      if (e < floor) e = 0;
-      else kept++;
-      probs[i] = e;
-      total += e;
+    if (p.temperature !== 1) {
+      K.unary('mulScalar', x, this.work, V, 1 / p.temperature, 0);
+      x = this.work;
     }
+    K.softmax(x, probs, 1, V, false);
+    let total = 0;
+    let kept = V;
+    if (p.minP > 0) {
+      // min-p: keep p_i ≥ minP · p_max.
+      let pmax = 0;
+      for (let i = 0; i < V; i++) if (probs[i] > pmax) pmax = probs[i];
+      const floor = p.minP * pmax;
+      kept = 0;
+      for (let i = 0; i < V; i++) {
+        if (probs[i] < floor) probs[i] = 0;
+        else kept++;
+      }
+    }
+    for (let i = 0; i < V; i++) total += probs[i];
     if ((p.topK > 0 && p.topK < kept) || p.topP < 1) return this.sampleSorted(p, kept, total, u);
     let target = u * total;
     let last = 0;
@@ -191,35 +203,57 @@ export class Sampler {
   /** Candidates in decreasing probability, cut by top-k and top-p, then the draw over what is left. */
   private sampleSorted(p: SamplingParams, kept: number, total: number, u: number): number {
     const V = this.V;
+    const probs = this.probs;
+    const bits = this.bits;
+    // Sort only the tokens that can make the cut. Bucket the probabilities by their float bits
+    // (exponent and 3 mantissa bits: buckets 2^(1/8) apart) and walk down from the top bucket until
+    // the tokens above hold k tokens (top-k) or a topP share of the mass (top-p); the kept tokens
+    // all lie in those buckets.
+    const mass = this.bucketMass.fill(0);
+    const counts = this.bucketCount.fill(0);
+    for (let i = 0; i < V; i++) {
+      if (probs[i] === 0) continue;
+      const b = bits[i] >>> 20;
+      mass[b] += probs[i];
+      counts[b]++;
+    }
+    const k = p.topK > 0 && p.topK < kept ? p.topK : 0;
+    const target = p.topP < 1 ? p.topP * total : Infinity;
+    let bucket = BUCKETS - 1;
+    for (let n = 0, m = 0; bucket > 0; bucket--) {
+      n += counts[bucket];
+      m += mass[bucket];
+      if (k > 0 ? n >= k : m >= target) break;
+    }
+    const minBits = bucket * 2 ** 20;
     // Key = the float's bit pattern (monotonic for positive floats) · 2^20 + id: one native numeric sort.
-    const keys = this.keys.subarray(0, kept);
     let n = 0;
-    for (let i = 0; i < V; i++) if (this.probs[i] > 0) keys[n++] = this.bits[i] * 1048576 + i;
-    keys.sort();
-    let count = p.topK > 0 ? Math.min(p.topK, kept) : kept;
-    let mass = 0;
-    if (p.topK > 0 && p.topK < kept) {
+    for (let i = 0; i < V; i++) if (probs[i] > 0 && bits[i] >= minBits) this.keys[n++] = bits[i] * 1048576 + i;
+    const keys = this.keys.subarray(0, n).sort();
+    const at = (j: number) => keys[n - 1 - j] % 1048576; // j-th most likely id
+    let count = k > 0 ? Math.min(k, n) : n;
+    if (k > 0) {
       total = 0;
-      for (let j = 0; j < count; j++) total += this.probs[keys[kept - 1 - j] % 1048576];
+      for (let j = 0; j < count; j++) total += probs[at(j)];
     }
     if (p.topP < 1) {
+      let cum = 0;
       for (let j = 0; j < count; j++) {
-        mass += this.probs[keys[kept - 1 - j] % 1048576];
-        if (mass >= p.topP * total) {
+        cum += probs[at(j)];
+        if (cum >= p.topP * total) {
           count = j + 1;
           break;
         }
       }
       total = 0;
-      for (let j = 0; j < count; j++) total += this.probs[keys[kept - 1 - j] % 1048576];
+      for (let j = 0; j < count; j++) total += probs[at(j)];
     }
-    let target = u * total;
+    let rest = u * total;
     for (let j = 0; j < count; j++) {
-      const id = keys[kept - 1 - j] % 1048576;
-      target -= this.probs[id];
-      if (target < 0) return id;
+      rest -= probs[at(j)];
+      if (rest < 0) return at(j);
     }
-    return keys[kept - count] % 1048576;
+    return at(count - 1);
   }
 
   private applyPenalties(x: Float32Array, p: SamplingParams, tokens: readonly number[], promptLength: number): void {

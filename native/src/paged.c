@@ -52,11 +52,22 @@ typedef struct {
   /* C (M×N, row stride ldc) = [C +] A·B, A(r, k) = arow[r][k·aks], row k of B at brow[k]. */
   void (*gemm)(int M, int N, int K, const float* const* arow, int64_t aks, const float* const* brow, float* C,
                int64_t ldc, bool acc);
-  /* S[m·lds + c] = qrow[m]·krow[c] over D, for m < M, c < n. */
-  void (*dots)(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S, int64_t lds);
-  /* x[i] = exp(x[i] − shift[i]) for i < n, or exp(x[i] − shift[0]) when `broadcast`. */
-  void (*exp_sub)(float* x, int n, const float* shift, bool broadcast);
+  /* S[m·lds + c] = qrow[m]·krow[c] over D, for m < M, c < n; meanwhile prefetches the rows
+   * knext[c] and vnext[c], c < nnext (the next chunk's keys and values). */
+  void (*dots)(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S, int64_t lds,
+               const float* const* knext, const float* const* vnext, int nnext);
+  /* x[c] = c < vis ? scale·x[c] : −inf for c < n; returns max(m, max x). */
+  float (*scale_mask_max)(float* x, int n, int64_t vis, double scale, float m);
+  /* x[c] = exp(x[c] − shift) for c < n; returns Σ x (a float32 sum of at most a chunk). */
+  float (*exp_sum)(float* x, int n, float shift);
+  /* x[i] = exp(x[i] − shift[i]) for i < n */
+  void (*exp_sub)(float* x, int n, const float* shift);
 } pg_isa;
+
+/* The cache lines of a row of D floats. */
+INLINE void prefetch_row(const float* p, int64_t D) {
+  for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(p + d);
+}
 
 /* ---- scalar ------------------------------------------------------------------------------ */
 
@@ -74,7 +85,8 @@ static void gemm_scalar(int M, int N, int K, const float* const* arow, int64_t a
 }
 
 static void dots_scalar(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S,
-                        int64_t lds) {
+                        int64_t lds, const float* const* knext, const float* const* vnext, int nnext) {
+  for (int c = 0; c < nnext; c++) prefetch_row(knext[c], D), prefetch_row(vnext[c], D);
   for (int m = 0; m < M; m++)
     for (int c = 0; c < n; c++) {
       float acc = 0;
@@ -83,11 +95,25 @@ static void dots_scalar(int M, int n, int64_t D, const float* const* qrow, const
     }
 }
 
-static void exp_sub_scalar(float* x, int n, const float* shift, bool broadcast) {
-  for (int i = 0; i < n; i++) x[i] = expf(x[i] - shift[broadcast ? 0 : i]);
+static float scale_mask_max_scalar(float* x, int n, int64_t vis, double scale, float m) {
+  for (int c = 0; c < n; c++) {
+    x[c] = c < vis ? (float)(x[c] * scale) : -INFINITY;
+    m = x[c] > m ? x[c] : m;
+  }
+  return m;
 }
 
-static const pg_isa isa_scalar = {gemm_scalar, dots_scalar, exp_sub_scalar};
+static float exp_sum_scalar(float* x, int n, float shift) {
+  float sum = 0;
+  for (int c = 0; c < n; c++) sum += x[c] = expf(x[c] - shift);
+  return sum;
+}
+
+static void exp_sub_scalar(float* x, int n, const float* shift) {
+  for (int i = 0; i < n; i++) x[i] = expf(x[i] - shift[i]);
+}
+
+static const pg_isa isa_scalar = {gemm_scalar, dots_scalar, scale_mask_max_scalar, exp_sum_scalar, exp_sub_scalar};
 
 #if defined(__x86_64__)
 
@@ -168,37 +194,83 @@ static T512 void gemm_avx512(int M, int N, int K, const float* const* arow, int6
   }
 }
 
+/* r[c] = the sum of the lanes of v[c]: a transpose-and-add tree, 15 adds and 30 shuffles for 16
+ * sums where 16 separate reductions would take 64 of each. */
+INLINE T512 __m512 hsum16x16(const __m512 v[16]) {
+  __m512 x[8], y[4], z[2];
+  for (int i = 0; i < 8; i++) /* lower 256 bits: v[i], upper: v[i + 8] */
+    x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(v[i], v[i + 8], _MM_SHUFFLE(3, 2, 3, 2)));
+  for (int i = 0; i < 4; i++) /* 128-bit lanes: i, i + 8, i + 4, i + 12 */
+    y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[i], x[i + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(x[i], x[i + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+  for (int i = 0; i < 2; i++) /* pairs of floats */
+    z[i] = _mm512_add_ps(_mm512_shuffle_ps(y[i], y[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(y[i], y[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+  __m512 w = _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                           _mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  /* w holds the sums of v[0 2 1 3 8 10 9 11 4 6 5 7 12 14 13 15]; the order is its own inverse */
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15), w);
+}
+
+/* Sixteen keys at a time: one accumulator per key along D, reduced together. */
 static T512 void dots_avx512(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S,
-                             int64_t lds) {
-  for (int c = 0; c < n; c++) {
-    const float* k = krow[c];
+                             int64_t lds, const float* const* knext, const float* const* vnext, int nnext) {
+  for (int c0 = 0; c0 < n; c0 += 16) {
+    int nk = n - c0 < 16 ? n - c0 : 16;
+    const float* k[16];
+    for (int c = 0; c < 16; c++) k[c] = krow[c0 + (c < nk ? c : nk - 1)]; /* past n: repeat the last key */
+    for (int c = c0; c < c0 + 16 && c < nnext; c++) prefetch_row(knext[c], D), prefetch_row(vnext[c], D);
     for (int m = 0; m < M; m++) {
       const float* q = qrow[m];
-      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-      int64_t d = 0;
-      for (; d + 32 <= D; d += 32) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + d), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 16), _mm512_loadu_ps(k + d + 16), a1);
+      __m512 acc[16];
+      for (int c = 0; c < 16; c++) acc[c] = _mm512_setzero_ps();
+      for (int64_t d = 0; d < D; d += 16) {
+        __mmask16 dm = mask16(D - d);
+        __m512 qv = _mm512_maskz_loadu_ps(dm, q + d);
+        for (int c = 0; c < 16; c++) acc[c] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(dm, k[c] + d), acc[c]);
       }
-      for (; d < D; d += 16) {
-        __mmask16 mk = mask16(D - d);
-        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, q + d), _mm512_maskz_loadu_ps(mk, k + d), a0);
-      }
-      S[m * lds + c] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+      _mm512_mask_storeu_ps(S + m * lds + c0, mask16(nk), hsum16x16(acc));
     }
   }
 }
 
-static T512 void exp_sub_avx512(float* x, int n, const float* shift, bool broadcast) {
-  __m512 s = _mm512_set1_ps(shift[0]);
+static T512 float scale_mask_max_avx512(float* x, int n, int64_t vis, double scale, float m) {
+  __m512d s = _mm512_set1_pd(scale);
+  __m512 mx = _mm512_set1_ps(m);
+  for (int c = 0; c < n; c += 16) {
+    __mmask16 in = mask16(n - c), seen = mask16(vis - c) & in;
+    __m512 v = _mm512_maskz_loadu_ps(in, x + c);
+    /* times scale in double, rounded once, as ref and the fused attention kernel scale */
+    __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), s));
+    __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), s));
+    v = _mm512_mask_blend_ps(seen, _mm512_set1_ps(-INFINITY), _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1));
+    _mm512_mask_storeu_ps(x + c, in, v);
+    mx = _mm512_mask_max_ps(mx, in, mx, v);
+  }
+  return _mm512_reduce_max_ps(mx);
+}
+
+static T512 float exp_sum_avx512(float* x, int n, float shift) {
+  __m512 s = _mm512_set1_ps(shift), acc = _mm512_setzero_ps();
+  for (int c = 0; c < n; c += 16) {
+    __mmask16 in = mask16(n - c);
+    __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, x + c), s));
+    _mm512_mask_storeu_ps(x + c, in, e);
+    acc = _mm512_mask_add_ps(acc, in, acc, e);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+static T512 void exp_sub_avx512(float* x, int n, const float* shift) {
   for (int i = 0; i < n; i += 16) {
     __mmask16 m = mask16(n - i);
-    if (!broadcast) s = _mm512_maskz_loadu_ps(m, shift + i);
-    _mm512_mask_storeu_ps(x + i, m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+    __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, shift + i));
+    _mm512_mask_storeu_ps(x + i, m, exp512(v));
   }
 }
 
-static const pg_isa isa_avx512 = {gemm_avx512, dots_avx512, exp_sub_avx512};
+static const pg_isa isa_avx512 = {gemm_avx512, dots_avx512, scale_mask_max_avx512, exp_sum_avx512, exp_sub_avx512};
 
 /* ---- AVX2 -------------------------------------------------------------------------------- */
 #define T256 __attribute__((target("avx2,fma")))
@@ -283,37 +355,81 @@ static T256 void gemm_avx2(int M, int N, int K, const float* const* arow, int64_
   }
 }
 
+/* r[c] = the sum of the lanes of v[c], for 8 vectors. */
+INLINE T256 __m256 hsum8x8(const __m256 v[8]) {
+  __m256 t0 = _mm256_hadd_ps(v[0], v[1]), t1 = _mm256_hadd_ps(v[2], v[3]);
+  __m256 t2 = _mm256_hadd_ps(v[4], v[5]), t3 = _mm256_hadd_ps(v[6], v[7]);
+  __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3); /* halves: v[0..3] and v[4..7] partial sums */
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* Eight keys at a time, as dots_avx512. */
 static T256 void dots_avx2(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S,
-                           int64_t lds) {
-  for (int c = 0; c < n; c++) {
-    const float* k = krow[c];
+                           int64_t lds, const float* const* knext, const float* const* vnext, int nnext) {
+  for (int c0 = 0; c0 < n; c0 += 8) {
+    int nk = n - c0 < 8 ? n - c0 : 8;
+    const float* k[8];
+    for (int c = 0; c < 8; c++) k[c] = krow[c0 + (c < nk ? c : nk - 1)];
+    for (int c = c0; c < c0 + 8 && c < nnext; c++) prefetch_row(knext[c], D), prefetch_row(vnext[c], D);
     for (int m = 0; m < M; m++) {
       const float* q = qrow[m];
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      __m256 acc[8];
+      for (int c = 0; c < 8; c++) acc[c] = _mm256_setzero_ps();
       int64_t d = 0;
-      for (; d + 16 <= D; d += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), _mm256_loadu_ps(k + d + 8), a1);
+      for (; d + 8 <= D; d += 8) {
+        __m256 qv = _mm256_loadu_ps(q + d);
+        for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k[c] + d), acc[c]);
       }
-      for (; d < D; d += 8) {
-        __m256i mk = mask8(D - d);
-        a0 = _mm256_fmadd_ps(_mm256_maskload_ps(q + d, mk), _mm256_maskload_ps(k + d, mk), a0);
+      if (d < D) {
+        __m256i dm = mask8(D - d);
+        __m256 qv = _mm256_maskload_ps(q + d, dm);
+        for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k[c] + d, dm), acc[c]);
       }
-      S[m * lds + c] = hsum256(_mm256_add_ps(a0, a1));
+      _mm256_maskstore_ps(S + m * lds + c0, mask8(nk), hsum8x8(acc));
     }
   }
 }
 
-static T256 void exp_sub_avx2(float* x, int n, const float* shift, bool broadcast) {
-  __m256 s = _mm256_set1_ps(shift[0]);
+static T256 float scale_mask_max_avx2(float* x, int n, int64_t vis, double scale, float m) {
+  __m256d s = _mm256_set1_pd(scale);
+  __m256 mx = _mm256_set1_ps(m);
+  for (int c = 0; c < n; c += 8) {
+    __m256i in = mask8(n - c), seen = mask8(vis - c);
+    __m256 v = _mm256_maskload_ps(x + c, in);
+    __m128 lo = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), s));
+    __m128 hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), s));
+    v = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1),
+                         _mm256_castsi256_ps(seen));
+    _mm256_maskstore_ps(x + c, in, v);
+    mx = _mm256_blendv_ps(mx, _mm256_max_ps(mx, v), _mm256_castsi256_ps(in));
+  }
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+static T256 float exp_sum_avx2(float* x, int n, float shift) {
+  __m256 s = _mm256_set1_ps(shift), acc = _mm256_setzero_ps();
+  for (int c = 0; c < n; c += 8) {
+    __m256i in = mask8(n - c);
+    __m256 e = exp256(_mm256_sub_ps(_mm256_maskload_ps(x + c, in), s));
+    e = _mm256_and_ps(e, _mm256_castsi256_ps(in));
+    _mm256_maskstore_ps(x + c, in, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  return hsum256(acc);
+}
+
+static T256 void exp_sub_avx2(float* x, int n, const float* shift) {
   for (int i = 0; i < n; i += 8) {
     __m256i m = mask8(n - i);
-    if (!broadcast) s = _mm256_maskload_ps(shift + i, m);
-    _mm256_maskstore_ps(x + i, m, exp256(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), s)));
+    __m256 v = _mm256_sub_ps(_mm256_maskload_ps(x + i, m), _mm256_maskload_ps(shift + i, m));
+    _mm256_maskstore_ps(x + i, m, exp256(v));
   }
 }
 
-static const pg_isa isa_avx2 = {gemm_avx2, dots_avx2, exp_sub_avx2};
+static const pg_isa isa_avx2 = {gemm_avx2, dots_avx2, scale_mask_max_avx2, exp_sum_avx2, exp_sub_avx2};
 #endif
 
 /* ---- the attention kernel, written once ---------------------------------------------------- */
@@ -371,6 +487,21 @@ INLINE float online_rescale(float* m, double* l, float* O, int r, int64_t D, flo
   return shift;
 }
 
+/* The rows of keys and values [j0, min(j0 + ck, je)) of kv head kh of the sequence whose block
+ * table is `table`, block by block; returns how many (0 when j0 ≥ je). */
+INLINE int chunk_rows(const pg_job* j, int64_t kh, const int32_t* table, int64_t j0, int64_t je, const float** kr,
+                      const float** vr) {
+  const int64_t bs = j->bs, D = j->D;
+  int n = je - j0 <= 0 ? 0 : je - j0 < j->ck ? (int)(je - j0) : (int)j->ck;
+  for (int c = 0; c < n;) {
+    int64_t blk = table[(j0 + c) / bs], off = (j0 + c) % bs;
+    const float* kb = j->kp + (blk * j->KVH + kh) * bs * D; /* pools are (numBlocks, KVH, bs, D) */
+    const float* vb = j->vp + (blk * j->KVH + kh) * bs * D;
+    for (; off < bs && c < n; off++, c++) kr[c] = kb + off * D, vr[c] = vb + off * D;
+  }
+  return n;
+}
+
 /* Blocks [b0, b1) of an item. Whole items (pm == NULL) write out = O / l; pieces of a split item
  * write their m, l and O to a slot for the merge. */
 INLINE void run_piece(const pg_job* j, const pg_item* it, int64_t b0, int64_t b1, const pg_scratch* w, float* pm,
@@ -395,32 +526,23 @@ INLINE void run_piece(const pg_job* j, const pg_item* it, int64_t b0, int64_t b1
   const int32_t* table = j->table + it->s * j->maxBlocks;
   int64_t kend = it->p0 + it->nr; /* keys past this were not written: never read them */
   int64_t jb = b0 * bs, je = b1 * bs < kend ? b1 * bs : kend;
+  /* the key and value rows of the current chunk and of the next (prefetched meanwhile), in turn
+   * in the two halves of krow and vrow */
+  const float **kr = w->krow, **vr = w->vrow, **kn = w->krow + ck, **vn = w->vrow + ck;
+  int nc = chunk_rows(j, it->kh, table, jb, je, kr, vr);
   for (int64_t j0 = jb; j0 < je; j0 += ck) {
-    int nc = je - j0 < ck ? (int)(je - j0) : (int)ck;
-    for (int c = 0; c < nc;) { /* the chunk's key and value rows, block by block */
-      int64_t blk = table[(j0 + c) / bs], off = (j0 + c) % bs;
-      const float* kb = j->kp + (blk * j->KVH + it->kh) * bs * D; /* pools are (numBlocks, KVH, bs, D) */
-      const float* vb = j->vp + (blk * j->KVH + it->kh) * bs * D;
-      for (; off < bs && c < nc; off++, c++) w->krow[c] = kb + off * D, w->vrow[c] = vb + off * D;
-    }
+    int nn = chunk_rows(j, it->kh, table, j0 + ck, je, kn, vn);
     if (by_dots) {
-      isa->dots(M, nc, D, w->qrow, w->krow, S, ck); /* S = Q Kᵀ */
+      isa->dots(M, nc, D, w->qrow, kr, S, ck, kn, vn, nn); /* S = Q Kᵀ */
       for (int r = 0; r < M; r++) {
         float* row = S + r * ck;
-        int64_t vis = w->lim[r] - j0 + 1; /* keys c < vis are visible to the row */
-        float mnew = m[r];
-        for (int c = 0; c < nc; c++) {
-          row[c] = c < vis ? (float)(row[c] * j->scale) : -INFINITY;
-          mnew = row[c] > mnew ? row[c] : mnew;
-        }
+        float mnew = isa->scale_mask_max(row, nc, w->lim[r] - j0 + 1, j->scale, m[r]);
         shift[r] = online_rescale(m, l, O, r, D, mnew);
-        isa->exp_sub(row, nc, &shift[r], true); /* P */
-        double sum = 0;
-        for (int c = 0; c < nc; c++) sum += row[c];
-        l[r] += sum;
+        l[r] += isa->exp_sum(row, nc, shift[r]); /* P */
       }
     } else {
-      isa->gemm(nc, M, (int)D, w->krow, 1, w->qtrow, S, MAXM, false); /* Sᵀ = K Qᵀ */
+      for (int c = 0; c < nn; c++) prefetch_row(kn[c], D), prefetch_row(vn[c], D);
+      isa->gemm(nc, M, (int)D, kr, 1, w->qtrow, S, MAXM, false); /* Sᵀ = K Qᵀ */
       bool cut = j0 + nc - 1 > it->p0; /* some row does not see the chunk's last key */
       float mnew[MAXM];
       for (int r = 0; r < M; r++) mnew[r] = m[r];
@@ -434,11 +556,14 @@ INLINE void run_piece(const pg_job* j, const pg_item* it, int64_t b0, int64_t b1
       }
       for (int r = 0; r < M; r++) shift[r] = online_rescale(m, l, O, r, D, mnew[r]);
       for (int c = 0; c < nc; c++) {
-        isa->exp_sub(S + c * MAXM, M, shift, false); /* Pᵀ */
+        isa->exp_sub(S + c * MAXM, M, shift); /* Pᵀ */
         for (int r = 0; r < M; r++) l[r] += S[c * MAXM + r];
       }
     }
-    isa->gemm(M, (int)D, nc, w->prow, by_dots ? 1 : MAXM, w->vrow, O, D, true); /* O += P V */
+    isa->gemm(M, (int)D, nc, w->prow, by_dots ? 1 : MAXM, vr, O, D, true); /* O += P V */
+    const float** t = kr;
+    kr = kn, kn = t, t = vr, vr = vn, vn = t;
+    nc = nn;
   }
   if (!pm) {
     for (int r = 0; r < M; r++) {
@@ -585,8 +710,8 @@ static size_t layout(pg_job* j, char* base, int threads, int64_t nitems) {
     TAKE(w->orow, float*, MAXM);
     TAKE(w->prow, const float*, MAXM);
     TAKE(w->qtrow, const float*, D);
-    TAKE(w->krow, const float*, ck);
-    TAKE(w->vrow, const float*, ck);
+    TAKE(w->krow, const float*, 2 * ck);
+    TAKE(w->vrow, const float*, 2 * ck);
     if (base)
       for (int64_t d = 0; d < D; d++) w->qtrow[d] = w->Qt + d * MAXM;
   }

@@ -11,3 +11,4 @@ export * from './data/index.js';
 export * from './infer/index.js';
 export * from './peft/index.js';
 export * from './align/index.js';
+export * from './quant/index.js';

@@ -16,9 +16,9 @@
  * routines; the microkernels only see packed panels. Panels are zero-padded to full MR/NR, so the
  * kernels never branch on edges: a partial tile is computed into a small buffer and copied out.
  *
- * Special cases: with M = 1 or N = 1 the product is a matrix-vector one, done in place without
- * packing; with a few rows (up to 4, or 8 if B is large) and a transposed B, dot products read both
- * operands in place; with a few rows (M <= 2 MR) and op(B) = B, full-width B panels are read in
+ * Special cases: with one row (M = 1, or N = 1 read as Cᵀ) or a few (M <= 32, A not transposed),
+ * gemv.h reads B in place, once for all rows: decoding's x·Wᵀ streams the weights at memory speed.
+ * In the blocked path, with a few rows (M <= 2 MR) and op(B) = B, full-width B panels are read in
  * place.
  *
  * Threads: the cores have private L2s, so each thread packs its own B blocks and computes column
@@ -269,174 +269,174 @@ static bool ws_reserve(float** buf, size_t* cap, size_t floats) {
   return *buf != NULL;
 }
 
-/* ---- matrix-vector products ------------------------------------------------------------------
- * With M = 1 or N = 1 each element of the matrix operand is used once, so packing it would only
- * triple the memory traffic of a memory-bound product. These read it in place:
- *   y[i] (+)= sum over k < K of X(i,k) v[k], i < L,
- * where X(i,k) is x[i*ld + k] (rows along k: dot products) or x[k*ld + i] (rows along i: axpys). */
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-typedef void (*gemv_fn)(const float* x, int64_t ld, bool rows_along_k, const float* v, float* y, int64_t L, int64_t K,
-                        bool add);
+/* ---- few rows: matrix-vector and small-M products ---------------------------------------------
+ * With one row of A (or N = 1, read as one row of Cᵀ) or a handful, each element of B is used once
+ * per row, so the product is bound by reading B from memory: packing it would add a whole pass
+ * over B for nothing. gemv.h reads B in place, once for all the rows, compiled here per ISA. */
+typedef void (*small_m_fn)(const float* a, int64_t lda, int64_t M, const float* b, bool tb, int64_t ldb, int64_t K,
+                           float* c, int64_t ldc, int64_t j0, int64_t j1, bool add);
 
-static void gemv_scalar(const float* x, int64_t ld, bool rows_along_k, const float* v, float* y, int64_t L, int64_t K,
-                        bool add) {
-  if (rows_along_k) {
-    for (int64_t i = 0; i < L; i++) {
-      const float* xi = x + i * ld;
-      float s = 0.0f;
-      for (int64_t k = 0; k < K; k++) s += xi[k] * v[k];
-      y[i] = add ? y[i] + s : s;
-    }
-    return;
-  }
-  if (!add) memset(y, 0, (size_t)L * sizeof(float));
-  for (int64_t k = 0; k < K; k++) {
-    const float* xk = x + k * ld;
-    float vk = v[k];
-    for (int64_t i = 0; i < L; i++) y[i] += vk * xk[i];
-  }
-}
+#define GV(name) name##_scalar
+#define GV_TARGET
+#define GV_W 1
+#define GV_ACC 8
+#define gv_vec float
+#define gv_zero() 0.0f
+#define gv_set1(x) (x)
+#define gv_load(p) (*(p))
+#define gv_loadn(p, n) ((n) > 0 ? *(p) : 0.0f)
+#define gv_storen(p, v, n) do { if ((n) > 0) *(p) = (v); } while (0)
+#define gv_add(a, b) ((a) + (b))
+#define gv_fma(a, b, c) ((a) * (b) + (c))
+#define gv_hsum(v) (v)
+#define gv_prefetch(p) ((void)0)
+#include "gemv.h"
+#undef GV
+#undef GV_TARGET
+#undef GV_W
+#undef GV_ACC
+#undef gv_vec
+#undef gv_zero
+#undef gv_set1
+#undef gv_load
+#undef gv_loadn
+#undef gv_storen
+#undef gv_add
+#undef gv_fma
+#undef gv_hsum
+#undef gv_prefetch
 
 #ifdef PL_X86
-/* Rows along i: four rows of x at a time (one pass over y per four), vectorised across i. */
-#define GEMV_AXPY_BODY(VEC, LOAD, STORE, SET1, FMA, W)                                            \
-  if (!add) memset(y, 0, (size_t)L * sizeof(float));                                               \
-  int64_t k = 0;                                                                                   \
-  for (; k + 4 <= K; k += 4) {                                                                     \
-    const float *x0 = x + k * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;                     \
-    VEC v0 = SET1(v[k]), v1 = SET1(v[k + 1]), v2 = SET1(v[k + 2]), v3 = SET1(v[k + 3]);            \
-    int64_t i = 0;                                                                                 \
-    for (; i + W <= L; i += W) {                                                                   \
-      VEC t = FMA(v0, LOAD(x0 + i), LOAD(y + i));                                                  \
-      t = FMA(v1, LOAD(x1 + i), t);                                                                \
-      t = FMA(v2, LOAD(x2 + i), t);                                                                \
-      STORE(y + i, FMA(v3, LOAD(x3 + i), t));                                                      \
-    }                                                                                              \
-    for (; i < L; i++) y[i] += v[k] * x0[i] + v[k + 1] * x1[i] + v[k + 2] * x2[i] + v[k + 3] * x3[i]; \
-  }                                                                                                \
-  for (; k < K; k++) {                                                                             \
-    const float* xk = x + k * ld;                                                                  \
-    for (int64_t i = 0; i < L; i++) y[i] += v[k] * xk[i];                                          \
-  }
-
-PL_AVX512 static void gemv_avx512(const float* x, int64_t ld, bool rows_along_k, const float* v, float* y, int64_t L,
-                                  int64_t K, bool add) {
-  if (rows_along_k) {
-    /* four dot products at a time, each over 16 lanes, with a masked tail */
-    int64_t i = 0;
-    for (; i < L; i += 4) {
-      int n = L - i < 4 ? (int)(L - i) : 4;
-      const float* xr[4];
-      for (int r = 0; r < 4; r++) xr[r] = x + (i + (r < n ? r : 0)) * ld;
-      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      for (int64_t k = 0; k < K; k += 16) {
-        __mmask16 m = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-        __m512 vk = _mm512_maskz_loadu_ps(m, v + k);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xr[0] + k), vk, s0);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xr[1] + k), vk, s1);
-        s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xr[2] + k), vk, s2);
-        s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xr[3] + k), vk, s3);
-      }
-      float s[4] = {_mm512_reduce_add_ps(s0), _mm512_reduce_add_ps(s1), _mm512_reduce_add_ps(s2), _mm512_reduce_add_ps(s3)};
-      for (int r = 0; r < n; r++) y[i + r] = add ? y[i + r] + s[r] : s[r];
-    }
-    return;
-  }
-  GEMV_AXPY_BODY(__m512, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, 16)
+PL_AVX2 static inline __m256i gv_mask_avx2(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-
-PL_AVX2 static float hsum256(__m256 a) {
+PL_AVX2 static inline float gv_hsum_avx2(__m256 a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+#define GV(name) name##_avx2
+#define GV_TARGET PL_AVX2
+#define GV_W 8
+#define GV_ACC 8 /* of 16 ymm registers */
+#define gv_vec __m256
+#define gv_zero() _mm256_setzero_ps()
+#define gv_set1(x) _mm256_set1_ps(x)
+#define gv_load(p) _mm256_loadu_ps(p)
+#define gv_loadn(p, n) _mm256_maskload_ps((p), gv_mask_avx2(n))
+#define gv_storen(p, v, n) _mm256_maskstore_ps((p), gv_mask_avx2(n), (v))
+#define gv_add(a, b) _mm256_add_ps((a), (b))
+#define gv_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define gv_hsum(v) gv_hsum_avx2(v)
+#define gv_prefetch(p) _mm_prefetch((const char*)(p), _MM_HINT_T0)
+#include "gemv.h"
+#undef GV
+#undef GV_TARGET
+#undef GV_W
+#undef GV_ACC
+#undef gv_vec
+#undef gv_zero
+#undef gv_set1
+#undef gv_load
+#undef gv_loadn
+#undef gv_storen
+#undef gv_add
+#undef gv_fma
+#undef gv_hsum
+#undef gv_prefetch
 
-PL_AVX2 static void gemv_avx2(const float* x, int64_t ld, bool rows_along_k, const float* v, float* y, int64_t L,
-                              int64_t K, bool add) {
-  if (rows_along_k) {
-    int64_t i = 0;
-    for (; i < L; i += 4) {
-      int n = L - i < 4 ? (int)(L - i) : 4;
-      const float* xr[4];
-      for (int r = 0; r < 4; r++) xr[r] = x + (i + (r < n ? r : 0)) * ld;
-      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      int64_t k = 0;
-      for (; k + 8 <= K; k += 8) {
-        __m256 vk = _mm256_loadu_ps(v + k);
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(xr[0] + k), vk, s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(xr[1] + k), vk, s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(xr[2] + k), vk, s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(xr[3] + k), vk, s3);
-      }
-      float s[4] = {hsum256(s0), hsum256(s1), hsum256(s2), hsum256(s3)};
-      for (; k < K; k++)
-        for (int r = 0; r < 4; r++) s[r] += xr[r][k] * v[k];
-      for (int r = 0; r < n; r++) y[i + r] = add ? y[i + r] + s[r] : s[r];
-    }
-    return;
-  }
-  GEMV_AXPY_BODY(__m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, 8)
-}
-#undef GEMV_AXPY_BODY
+#define GV(name) name##_avx512
+#define GV_TARGET PL_AVX512
+#define GV_W 16
+#define GV_ACC 16 /* of 32 zmm registers */
+#define gv_vec __m512
+#define gv_zero() _mm512_setzero_ps()
+#define gv_set1(x) _mm512_set1_ps(x)
+#define gv_load(p) _mm512_loadu_ps(p)
+#define gv_loadn(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1u), (p))
+#define gv_storen(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
+#define gv_add(a, b) _mm512_add_ps((a), (b))
+#define gv_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define gv_hsum(v) _mm512_reduce_add_ps(v)
+#define gv_prefetch(p) _mm_prefetch((const char*)(p), _MM_HINT_T0)
+#include "gemv.h"
+#undef GV
+#undef GV_TARGET
+#undef GV_W
+#undef GV_ACC
+#undef gv_vec
+#undef gv_zero
+#undef gv_set1
+#undef gv_load
+#undef gv_loadn
+#undef gv_storen
+#undef gv_add
+#undef gv_fma
+#undef gv_hsum
+#undef gv_prefetch
 #endif
 
-static gemv_fn select_gemv(void) {
+/* The small-M kernel and its unit of work (rows of B, or columns of op(B) when B is plain). */
+static small_m_fn select_small_m(int64_t* unit_rows, int64_t* unit_cols) {
 #ifdef PL_X86
-  if (pl_cpu_avx512f()) return gemv_avx512;
-  if (pl_cpu_avx2_fma()) return gemv_avx2;
+  if (pl_cpu_avx512f()) { *unit_rows = 8; *unit_cols = 8 * 16; return small_m_avx512; }
+  if (pl_cpu_avx2_fma()) { *unit_rows = 8; *unit_cols = 8 * 8; return small_m_avx2; }
 #endif
-  return gemv_scalar;
+  *unit_rows = 8;
+  *unit_cols = 8;
+  return small_m_scalar;
 }
 
-typedef struct {
-  gemv_fn fn;
-  const float *x, *v;
-  float* y;
-  int64_t ld, L, K, sx, sv, sy;
-  bool rows_along_k, add;
-  bool per_batch; /* items are whole products (else ranges of i in one product) */
-  int64_t p;      /* the product being split, when !per_batch */
-} gemv_job;
-
-static void gemv_range(void* ctx, int64_t begin, int64_t end, int thread) {
-  gemv_job* j = (gemv_job*)ctx;
-  if (j->per_batch) {
-    for (int64_t p = begin; p < end; p++)
-      j->fn(j->x + p * j->sx, j->ld, j->rows_along_k, j->v + p * j->sv, j->y + p * j->sy, j->L, j->K, j->add);
-    return;
-  }
-  const float* x = j->x + j->p * j->sx;
-  /* rows i of X start at x + i*ld (along k) or x + i (along i) */
-  const float* xb = x + begin * (j->rows_along_k ? j->ld : 1);
-  j->fn(xb, j->ld, j->rows_along_k, j->v + j->p * j->sv, j->y + j->p * j->sy + begin, end - begin, j->K, j->add);
-}
-
-/* A few rows times a transposed B (x·Wᵀ with W stored (N,K), as in decoding): C[i,j] is the dot
- * product of A's row i and B's row j, both contiguous, so B is read in place, once from memory,
- * in blocks of rows that stay in L2 while every row of A meets them. Packing B would transpose all
- * of it on every call for a handful of rows. */
-#define SMALL_M_MAX 8
-/* From 5 to 8 rows the packed path wins while B fits in cache (measured at 8 MB); past 16 MB the
- * dot products, which read B once, win by 3x. */
-#define SMALL_M_BIG_B (double)(1 << 22)
-#define SMALL_M_BLOCK 64 /* rows of B per block: 64 x K floats, 128 KB at K = 512 */
+/* Up to this many rows of A (not transposed) B is read in place. Measured on one core: 1.5-2.4x
+ * the packed path from 8 to 16 rows, 1.0-1.5x at 32, even at 64, where the product is bound by
+ * arithmetic rather than by reading B. */
+#define SMALL_M_MAX 32
 
 typedef struct {
-  gemv_fn fn;
-  const float *A, *B;
-  float* C;
-  int64_t M, N, K;
-  bool add;
+  small_m_fn fn;
+  const float *a, *b;
+  float* c;
+  int64_t M, N, K, lda, ldb, ldc, sa, sb, sc;
+  bool tb, add;
+  int64_t unit, units; /* units of work per product */
+  int64_t p0;          /* the first product: items are (product, unit) pairs, product-major */
 } small_m_job;
 
 static void small_m_range(void* ctx, int64_t begin, int64_t end, int thread) {
   small_m_job* j = (small_m_job*)ctx;
-  for (int64_t blk = begin; blk < end; blk++) {
-    int64_t j0 = blk * SMALL_M_BLOCK;
-    int64_t nb = j->N - j0 < SMALL_M_BLOCK ? j->N - j0 : SMALL_M_BLOCK;
-    for (int64_t i = 0; i < j->M; i++)
-      j->fn(j->B + j0 * j->K, j->K, true, j->A + i * j->K, j->C + i * j->N + j0, nb, j->K, j->add);
+  while (begin < end) {
+    int64_t p = j->p0 + begin / j->units, u0 = begin % j->units;
+    int64_t u1 = j->units - u0 < end - begin ? j->units : u0 + (end - begin);
+    int64_t e = u1 * j->unit < j->N ? u1 * j->unit : j->N;
+    j->fn(j->a + p * j->sa, j->lda, j->M, j->b + p * j->sb, j->tb, j->ldb, j->K, j->c + p * j->sc, j->ldc,
+          u0 * j->unit, e, j->add);
+    begin += u1 - u0;
+  }
+}
+
+/* C_p (M, N) (+)= A_p (M, K; rows lda apart) · op(B_p), op(B) (K, N) stored (N, K) when tb, for each
+ * of `batch` products. Threads take contiguous runs of (product, unit) items; when the products
+ * share C (sc < M·N) they run one after another, in order, each split over its units. */
+static void small_m_run(const float* A, int64_t lda, int64_t sa, const float* B, bool tb, int64_t sb, float* C,
+                        int64_t sc, int64_t M, int64_t N, int64_t K, int64_t batch, bool acc, int T) {
+  int64_t unit_rows, unit_cols;
+  small_m_job j = {.fn = select_small_m(&unit_rows, &unit_cols)};
+  j.a = A; j.b = B; j.c = C;
+  j.M = M; j.N = N; j.K = K;
+  j.lda = lda; j.ldb = tb ? K : N; j.ldc = N;
+  j.sa = sa; j.sb = sb; j.sc = sc;
+  j.tb = tb; j.add = acc;
+  j.unit = tb ? unit_rows : unit_cols;
+  j.units = ceil_div(N, j.unit);
+  bool shared_c = batch > 1 && sc < M * N;
+  for (int64_t p = 0; p < (shared_c ? batch : 1); p++) {
+    int64_t items = shared_c ? j.units : batch * j.units;
+    j.p0 = p;
+    if (T > 1) pl_parallel_for(items, 1, small_m_range, &j);
+    else small_m_range(&j, 0, items, 0);
   }
 }
 
@@ -492,8 +492,6 @@ static void compute_block(const gemm_problem* g, const float* apack, int64_t i0,
     }
   }
 }
-
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 static void problem_init(gemm_problem* g, const gemm_isa* isa, const float* A, const float* B, float* C,
                          int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool acc) {
@@ -620,10 +618,10 @@ static void batch_range(void* ctx, int64_t begin, int64_t end, int thread) {
 
 /* Below this many multiply-adds (about 20 us on one core) a GEMM runs on the calling thread: the
  * fork-join itself is cheap, but on a shared machine a helper that loses its core stalls the call
- * for a scheduler slice, and a small GEMM has little to gain. Matrix-vector products are memory
- * bound and split from a quarter megabyte of matrix on. */
+ * for a scheduler slice, and a small GEMM has little to gain. Few-row products are bound by
+ * reading B and split from a quarter megabyte of it on. */
 #define PARALLEL_MIN_MACS (1 << 22)
-#define GEMV_PARALLEL_MIN_MACS (1 << 16)
+#define GEMV_PARALLEL_MIN_ELEMS (1 << 16)
 
 /* Runs the batched GEMM; returns false if a packing buffer could not be allocated. */
 static bool gemm_run(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
@@ -638,34 +636,18 @@ static bool gemm_run(const float* A, const float* B, float* C, int64_t M, int64_
   double macs = (double)M * (double)N * (double)K;
   int T = pl_num_threads();
   if (T > WS_MAX_THREADS) T = WS_MAX_THREADS;
-  if (macs * (double)batch < ((M == 1 || N == 1) ? GEMV_PARALLEL_MIN_MACS : PARALLEL_MIN_MACS)) T = 1;
-  if (M == 1 || N == 1) {
-    /* C (L) = X (L,K) · v (K): with N = 1, X = op(A) and v = B; with M = 1, X = op(B)ᵀ and v = A
-     * (a one-column or one-row operand has the same layout transposed or not) */
-    gemv_job j = {.fn = select_gemv()};
-    if (N == 1) {
-      j.x = A; j.ld = ta ? M : K; j.rows_along_k = !ta; j.L = M; j.sx = sa;
-      j.v = B; j.sv = sb;
-    } else {
-      j.x = B; j.ld = tb ? K : N; j.rows_along_k = tb; j.L = N; j.sx = sb;
-      j.v = A; j.sv = sa;
-    }
-    j.y = C; j.sy = sc; j.K = K; j.add = acc;
-    j.per_batch = T == 1 || (batch >= T && sc >= M * N);
-    if (T == 1) gemv_range(&j, 0, batch, 0);
-    else if (j.per_batch) pl_parallel_for(batch, 1, gemv_range, &j);
-    else
-      for (j.p = 0; j.p < batch; j.p++) pl_parallel_for(j.L, 64, gemv_range, &j);
+  bool small = M == 1 || N == 1 || (!ta && M <= SMALL_M_MAX);
+  if (small ? (double)K * (double)(N == 1 ? M : N) * (double)batch < GEMV_PARALLEL_MIN_ELEMS
+            : macs * (double)batch < PARALLEL_MIN_MACS)
+    T = 1;
+  if (N == 1 && M > 1) {
+    /* Cᵀ (1, M) = bᵀ · op(A)ᵀ: one row against A, which is (M, K) stored as transB or (K, M) plain */
+    small_m_run(B, K, sb, A, !ta, sa, C, sc, 1, M, K, batch, acc, T);
     return true;
   }
-  if (tb && !ta && (M <= SMALL_M_MAX / 2 || (M <= SMALL_M_MAX && (double)K * (double)N >= SMALL_M_BIG_B))) {
-    small_m_job j = {select_gemv(), A, B, C, M, N, K, acc};
-    int64_t blocks = ceil_div(N, SMALL_M_BLOCK);
-    for (int64_t p = 0; p < batch; p++) {
-      j.A = A + p * sa; j.B = B + p * sb; j.C = C + p * sc;
-      if (T > 1) pl_parallel_for(blocks, 1, small_m_range, &j);
-      else small_m_range(&j, 0, blocks, 0);
-    }
+  if (M == 1 || (!ta && M <= SMALL_M_MAX)) {
+    /* A's rows are contiguous (one row is, transposed or not) */
+    small_m_run(A, K, sa, B, tb, sb, C, sc, M, N, K, batch, acc, T);
     return true;
   }
   gemm_problem g;
@@ -710,12 +692,6 @@ static bool gemm_run(const float* A, const float* B, float* C, int64_t M, int64_
   }
   pthread_mutex_unlock(&g_ws_lock);
   return ok;
-}
-
-/* The GEMM for other kernels (the quantized layers' dequantized panels): one product of contiguous
- * operands; false when a packing buffer could not be allocated. */
-bool pl_sgemm(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool acc) {
-  return gemm_run(A, B, C, M, N, K, ta, tb, 1, 0, 0, 0, acc);
 }
 
 /* matmul(a, b, c, M, N, K, transA, transB, batch, strideA, strideB, strideC, accumulate) */

@@ -1,7 +1,8 @@
 // The native GEMM against the ref kernel on random shapes: odd and prime sizes, 1s, all four
 // transpose combinations, batches with stride-0 broadcast, accumulate on and off, and sizes that
 // cross every cache block (KC = 320 depth, MB = 1200 rows, NB = 256 columns per thread) and every
-// microkernel tile (12x32 AVX-512, 6x16 AVX2, 4x8 scalar), and the matrix-vector path (M or N = 1).
+// microkernel tile (12x32 AVX-512, 6x16 AVX2, 4x8 scalar), and the few-row path (M <= 32 or N = 1)
+// that reads B in place.
 // The same checks rerun in child processes with PLINTH_ISA=avx2 and PLINTH_ISA=scalar, and with
 // one thread, so every path runs in `npm test`.
 // Without the native addon the ref kernel itself is checked against a naive float64 loop.
@@ -59,6 +60,11 @@ const SIZES: [number, number, number][] = [
   [1201, 70, 60], // two MB row blocks
   [24, 1100, 170], [1000, 1000, 5], // over NB columns per part, many column parts
   [700, 20, 400], // one column panel: threads split rows
+  // few rows (M <= 32, B read in place): every row-group size, tiles of B rows and column vectors
+  // and their ragged ends, K below and across a vector, and (K·N >= 2^16) both threads
+  [2, 13, 5], [3, 9, 17], [4, 33, 16], [5, 130, 33], [6, 7, 100], [7, 129, 15], [8, 17, 47],
+  [9, 65, 31], [12, 31, 64], [15, 19, 21], [16, 257, 19], [17, 40, 9], [31, 11, 29], [32, 33, 7], [33, 5, 23],
+  [1, 1001, 67], [3, 300, 229], [13, 140, 500],
 ];
 
 function cases(): Case[] {
@@ -91,6 +97,11 @@ function cases(): Case[] {
     { M: 1, N: 300, K: 500, transA: true, transB: false, batch: 2, broadcast: 'b', accumulate: true },
     { M: 40, N: 1, K: 33, transA: true, transB: false, batch: 4, broadcast: 'b', accumulate: true },
     { M: 1, N: 1, K: 100, transA: false, transB: false, batch: 3, broadcast: 'c', accumulate: true },
+    // few rows: products sharing C (in order), split over (product, unit) items, N = 1 with transA
+    { M: 3, N: 70, K: 33, transA: false, transB: true, batch: 3, broadcast: 'c', accumulate: true },
+    { M: 1, N: 600, K: 130, transA: false, transB: false, batch: 4, broadcast: 'a', accumulate: false },
+    { M: 6, N: 300, K: 70, transA: false, transB: true, batch: 5, broadcast: 'b', accumulate: true },
+    { M: 5, N: 1, K: 300, transA: true, transB: false, batch: 2, broadcast: 'b', accumulate: false },
     { M: 3, N: 4, K: 0, transA: false, transB: false, batch: 2, broadcast: '', accumulate: false },
     { M: 3, N: 4, K: 0, transA: false, transB: false, batch: 2, broadcast: '', accumulate: true },
   );

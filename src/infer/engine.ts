@@ -297,7 +297,17 @@ export class Engine {
       this.emitToken(r, logits.subarray(row * V, (row + 1) * V), events);
       row++;
     }
-    for (const [r, e] of events) r.onEvent(e);
+    // Every event is delivered even if a handler throws (the others' requests must not hang);
+    // the first handler error is rethrown after.
+    let failure: unknown = null;
+    for (const [r, e] of events) {
+      try {
+        r.onEvent(e);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure !== null) throw failure;
   }
 
   /** Mean-pooled final hidden states (after the final norm) of one uncached pass, L2-normalised. */

@@ -311,3 +311,20 @@ test('add() validates requests; embed gives unit mean-pooled final hidden states
   mean.forEach((m, i) => assert.ok(Math.abs(m / n - v[i]) < 1e-5));
   assert.notDeepEqual(engine.embed(ids.slice(0, 3)), v);
 });
+
+test('a throwing event handler does not starve the other requests', () => {
+  const engine = new Engine(models.gpt2, tokenizer, { numBlocks: 16, blockSize: 4 });
+  const params = samplingParams({ temperature: 0, maxTokens: 3 });
+  const got: number[] = [];
+  engine.add({ id: 'bad', promptIds: [1, 2], params }, (e) => {
+    if (e.type === 'token') throw new Error('handler bug');
+  });
+  engine.add({ id: 'good', promptIds: [3, 4], params }, (e) => {
+    if (e.type === 'token') got.push(e.tokenId);
+  });
+  assert.throws(() => engine.step(), /handler bug/);
+  assert.equal(got.length, 1, 'the other request got its token in the same step');
+  engine.abort('bad');
+  while (engine.hasWork) engine.step();
+  assert.deepEqual(got, alone(models.gpt2, tokenizer, { id: 'g', prompt: [3, 4], params }).ids);
+});

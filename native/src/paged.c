@@ -4,7 +4,7 @@
  * pagedAttention walks each sequence's block table with an online softmax, as FlashAttention walks
  * key tiles: per query row a running max m, a running sum l of exponentials and an unnormalised
  * output O; a chunk of keys with a larger max rescales l and O by exp(m_old − m_new). A chunk is
- * a few whole blocks (about 64 keys), so the rescale is paid once per 64 keys rather than per block.
+ * 64 keys from however many blocks hold them, so the rescale is paid once per 64 keys, not per block.
  *
  * Work items. The H/KVH query heads that share a key/value head are processed together, and so are
  * the query rows of a prefill chunk, up to MAXM rows (tokens × heads) per item: each block of K and
@@ -37,7 +37,7 @@
 #endif
 
 #define MAXM 64  /* rows (query tokens × heads of a group) per item: the lanes of a transposed score tile */
-#define CHUNK 64 /* keys per online-softmax step, rounded to whole blocks (at least one) */
+#define CHUNK 64 /* keys per online-softmax step */
 #define DOT_M 8  /* items of at most this many rows compute their scores as dot products */
 /* The weight of one block of an item of M rows in the partition: loading the block costs about as
  * much as 16 rows of arithmetic on it. */
@@ -612,30 +612,31 @@ static pl_range_fn pick_body(void) {
   return attn_scalar;
 }
 
-/* Combines the pieces of each split item: consecutive used slots of the same item, in part order. */
+/* Combines the pieces of each split item: the used slots of the same item, which follow one another
+ * in part order (unused slots may sit between them). */
 static void merge_pieces(const pg_job* j, int64_t nslots) {
   const int64_t D = j->D;
+  int64_t piece[2 * 256]; /* the slots of one item; parts ≤ 256 threads */
   for (int64_t s0 = 0; s0 < nslots;) {
-    if (j->slot_item[s0] < 0) { s0++; continue; }
-    int64_t s1 = s0 + 1;
-    while (s1 < nslots && (j->slot_item[s1] < 0 || j->slot_item[s1] == j->slot_item[s0])) s1++;
-    const pg_item* it = &j->items[j->slot_item[s0]];
+    int64_t item = j->slot_item[s0], n = 0, s1 = s0;
+    if (item < 0) { s0++; continue; }
+    for (; s1 < nslots && (j->slot_item[s1] < 0 || j->slot_item[s1] == item); s1++)
+      if (j->slot_item[s1] == item) piece[n++] = s1;
+    const pg_item* it = &j->items[item];
     int M = it->nr * it->ng;
     for (int r = 0; r < M; r++) {
       float mx = -INFINITY;
-      for (int64_t s = s0; s < s1; s++)
-        if (j->slot_item[s] >= 0 && j->slot_m[s * MAXM + r] > mx) mx = j->slot_m[s * MAXM + r];
-      double wsum[2 * 256], lsum = 0; /* a piece's weight e^(m_k − m); parts ≤ 256 threads */
-      for (int64_t s = s0; s < s1; s++) {
-        double wk = j->slot_item[s] < 0 ? 0 : exp((double)j->slot_m[s * MAXM + r] - mx);
-        wsum[s - s0] = wk;
-        lsum += wk * j->slot_l[s * MAXM + r];
+      for (int64_t k = 0; k < n; k++) mx = j->slot_m[piece[k] * MAXM + r] > mx ? j->slot_m[piece[k] * MAXM + r] : mx;
+      double wk[2 * 256], lsum = 0; /* a piece's weight e^(m_k − m); 0 for a piece that saw no key */
+      for (int64_t k = 0; k < n; k++) {
+        wk[k] = exp((double)j->slot_m[piece[k] * MAXM + r] - mx);
+        lsum += wk[k] * j->slot_l[piece[k] * MAXM + r];
       }
       float* o = j->out + ((it->i0 + r / it->ng) * j->H + it->kh * j->G + it->g0 + r % it->ng) * D;
       for (int64_t d = 0; d < D; d++) {
         double acc = 0;
-        for (int64_t s = s0; s < s1; s++)
-          if (wsum[s - s0] > 0) acc += wsum[s - s0] * j->slot_O[(s * MAXM + r) * D + d];
+        for (int64_t k = 0; k < n; k++)
+          if (wk[k] > 0) acc += wk[k] * j->slot_O[(piece[k] * MAXM + r) * D + d];
         o[d] = (float)(acc / lsum);
       }
     }
@@ -856,13 +857,14 @@ static napi_value js_paged_attention(napi_env env, napi_callback_info info) {
 
   pg_job j = {.q = q, .kp = kp, .vp = vp, .out = out, .table = table, .H = H, .KVH = KVH, .G = H / KVH, .D = D,
               .bs = bs, .maxBlocks = maxBlocks, .scale = scale};
-  j.ck = bs * (CHUNK / bs > 1 ? CHUNK / bs : 1);
+  j.ck = CHUNK;
   /* items: per sequence, per kv head, per group of at most MAXM heads, per tile of query tokens */
   int64_t ng = j.G < MAXM ? j.G : MAXM, tile = MAXM / ng;
   int64_t nitems = 0;
   bool cached;
   for (int64_t s = 0; s < S; s++)
     nitems += KVH * ((j.G + ng - 1) / ng) * ((qs[s + 1] - qs[s] + tile - 1) / tile);
+  if (nitems == 0) return NULL; /* no query rows past queryStart[0] */
   int threads = pl_num_threads();
   size_t bytes = layout(&j, NULL, threads, nitems);
   void* arena = arena_acquire(bytes, &cached);

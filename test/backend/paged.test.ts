@@ -205,6 +205,9 @@ if (native) describe('native paged kernels against ref', () => {
       ['a non-finite scale', { scale: NaN }],
     ];
     call({ blockTables: table(3, 12345) }); // an entry past the context (9 keys in 3 blocks of 4) is not read
+    const untouched = new Float32Array(b.q.length).fill(3);
+    call({ S: 0, queryStart: Int32Array.of(2) }, untouched); // no sequences: rows before queryStart[0] only
+    assert.ok(untouched.every((x) => x === 3));
     for (const [what, over] of bad) {
       const out = new Float32Array(b.q.length).fill(3);
       assert.throws(() => call(over, out), /pagedAttention/, what);

@@ -120,7 +120,7 @@ const CASES: Case[] = [
   { name: 'single decode over 1031 keys, 2/1, D 80', H: 2, KVH: 1, D: 80, bs: 16, seqs: decode(1031) },
   { name: '72 heads per kv head, block size 4, D 8', H: 72, KVH: 1, D: 8, bs: 4, seqs: [{ nq: 1, ctx: 11 }, { nq: 2, ctx: 9 }] },
   {
-    name: 'rows before queryStart[0] and a sequence with no queries stay untouched', H: 4, KVH: 2, D: 16, bs: 4, firstRow: 2,
+    name: 'rows before queryStart[0] and a sequence with no queries stay untouched, GQA 8/2, D 16', H: 8, KVH: 2, D: 16, bs: 4, firstRow: 2,
     seqs: [{ nq: 3, ctx: 7 }, { nq: 0, ctx: 5 }, { nq: 1, ctx: 13 }],
   },
 ];
@@ -257,7 +257,7 @@ for (const [who, K] of BACKENDS) {
     const CONTIGUOUS: Contiguous[] = [
       { B: 2, H: 8, KVH: 4, T: 45, Tq: 1, D: 16, bs: 4 },
       { B: 3, H: 4, KVH: 2, T: 37, Tq: 7, D: 24, bs: 16 },
-      { B: 1, H: 6, KVH: 3, T: 70, Tq: 70, D: 8, bs: 3 },
+      { B: 1, H: 8, KVH: 2, T: 70, Tq: 70, D: 8, bs: 3 },
       { B: 2, H: 2, KVH: 2, T: 23, Tq: 23, D: 32, bs: 5 },
     ];
     for (const [ci, c] of CONTIGUOUS.entries()) {

@@ -34,12 +34,21 @@ export function checkpointDir(runDir: string): string | null {
   return null;
 }
 
+/** With trainableOnly, the weights file holds just the parameters that train (a LoRA adapter),
+ *  not the frozen base the run started from and can reload. */
+export const TRAINABLE_FILE = 'trainable.safetensors';
+
 export function saveTrainingCheckpoint(runDir: string, model: CausalLM, optimizer: AdamW, state: TrainerState,
-  extras: { tokenizer?: Tokenizer | null; generationConfig?: Record<string, unknown> } = {}): string {
+  extras: { tokenizer?: Tokenizer | null; generationConfig?: Record<string, unknown>; trainableOnly?: boolean } = {}): string {
   mkdirSync(runDir, { recursive: true });
   const tmp = path.join(runDir, `${CHECKPOINT_DIR}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
-  saveModel(model, tmp, { tokenizer: extras.tokenizer, generationConfig: extras.generationConfig });
+  if (extras.trainableOnly) {
+    mkdirSync(tmp, { recursive: true });
+    writeSafetensors(path.join(tmp, TRAINABLE_FILE), new Map(model.namedParameters().filter(([, p]) => p.requiresGrad)), { format: 'pt' });
+  } else {
+    saveModel(model, tmp, { tokenizer: extras.tokenizer, generationConfig: extras.generationConfig });
+  }
   // Optimizer moments by parameter name: m.<name>, v.<name>, and each parameter's step count.
   const moments = new Map<string, Tensor>();
   const steps: Record<string, number> = {};
@@ -71,7 +80,17 @@ export function loadTrainingCheckpoint(runDir: string, model: CausalLM, optimize
   } catch (e) {
     throw new CheckpointError(`${dir}/trainer_state.json is unreadable: ${(e as Error).message}`);
   }
-  model.loadStateDict(readWeights(dir));
+  if (existsSync(path.join(dir, TRAINABLE_FILE))) {
+    const saved = readSafetensors(path.join(dir, TRAINABLE_FILE)).tensors;
+    const trainable = model.namedParameters().filter(([, p]) => p.requiresGrad);
+    const missing = trainable.filter(([n]) => !saved.has(n)).map(([n]) => n);
+    if (missing.length || saved.size !== trainable.length) {
+      throw new ResumeError(`${dir}/${TRAINABLE_FILE} holds ${saved.size} tensors but the model trains ${trainable.length}${missing.length ? ` (missing ${missing.slice(0, 3).join(', ')})` : ''}: resume with the same model and adapter settings`);
+    }
+    model.loadStateDict(saved, { strict: false });
+  } else {
+    model.loadStateDict(readWeights(dir));
+  }
   const opt = readSafetensors(path.join(dir, 'optimizer.safetensors'));
   const steps = JSON.parse(opt.metadata.steps ?? '{}') as Record<string, number>;
   for (const [name, p] of model.namedParameters()) {

@@ -66,6 +66,8 @@ export interface TrainRun {
   maxSeconds?: number;
   /** Checkpoint and stop cleanly on SIGINT (default true when outDir is set). */
   handleSigint?: boolean;
+  /** Checkpoints hold only the trainable parameters (LoRA: the adapter, not the frozen base). */
+  checkpointTrainableOnly?: boolean;
   /** Called after every step (progress display). */
   onStep?: (m: StepMetrics, total: number) => void;
   /** Called after every evaluation. */
@@ -156,7 +158,7 @@ export function train(run: TrainRun): TrainResult {
   const checkpoint = (step: number) => {
     if (!outDir) return;
     const state: TrainerState = { step, rng: getRngState(), data: run.train.state(), options: { ...c }, valLoss };
-    saveTrainingCheckpoint(outDir, model, opt, state, { tokenizer: run.tokenizer, generationConfig: run.generationConfig });
+    saveTrainingCheckpoint(outDir, model, opt, state, { tokenizer: run.tokenizer, generationConfig: run.generationConfig, trainableOnly: run.checkpointTrainableOnly });
     writeFileAtomic(path.join(outDir, 'loss.svg'), lossCurveSvg(
       metrics.map((m) => ({ step: m.step, loss: m.loss })),
       metrics.filter((m) => m.valLoss !== undefined).map((m) => ({ step: m.step, loss: m.valLoss! })),

@@ -123,8 +123,8 @@ export class Scheduler {
         const count = Math.min(remaining, budget);
         let copy: [number, number] | null | false;
         while ((copy = this.reserve(seq, count)) === false) {
-          const victim = this.newestRunningExcept(seq);
-          if (!victim) break;
+          const victim = this.running[this.running.length - 1];
+          if (victim === seq) break;
           const c = chunks.get(victim);
           if (c) {
             budget += c.count;
@@ -134,7 +134,8 @@ export class Scheduler {
           preempted.push(victim);
         }
         if (copy === false) {
-          // Cannot happen for a request that fits the pool alone (Engine.add checks); be safe anyway.
+          // seq is the newest itself: it waits until older sequences leave room (it fits the pool
+          // alone, which Engine.add checks, so it runs at the latest once it is the only one).
           this.preempt(seq);
           preempted.push(seq);
           continue;
@@ -178,11 +179,6 @@ export class Scheduler {
     if (i >= 0) queue.splice(i, 1);
     this.freeBlocks(seq);
     seq.status = 'finished';
-  }
-
-  private newestRunningExcept(seq: Sequence): Sequence | null {
-    for (let i = this.running.length - 1; i >= 0; i--) if (this.running[i] !== seq) return this.running[i];
-    return null;
   }
 
   private preempt(seq: Sequence): void {

@@ -180,3 +180,31 @@ test('finishing waiting and running sequences midway returns every block', () =>
   assert.equal(pool.stats().used, 0);
   assert.equal(pool.stats().free, 10);
 });
+
+test('when blocks run out the newest sequence is preempted, even when it is the one that needs a block', () => {
+  // Older needs a block: the newer one makes room.
+  let e = new FakeEngine(new BlockPool(4, 2), 64);
+  let a = e.add('a', [1, 2, 3, 4], 5);
+  let b = e.add('b', [5, 6, 7, 8], 5);
+  e.step();
+  let plan = e.step();
+  assert.deepEqual(plan.preempted, [b]);
+  assert.deepEqual(plan.chunks.map((c) => c.seq), [a]);
+  assert.equal(b.status, 'waiting');
+  assert.equal(b.numComputed, 0);
+  e.run();
+  assert.deepEqual(b.tokens.slice(4), alone([5, 6, 7, 8], 5));
+  // Newer needs a block: it steps back itself rather than evicting the older one.
+  e = new FakeEngine(new BlockPool(4, 2), 64);
+  a = e.add('a', [1, 2, 3], 5);
+  b = e.add('b', [5, 6, 7, 8], 5);
+  e.step();
+  plan = e.step();
+  assert.deepEqual(plan.preempted, [b]);
+  assert.deepEqual(plan.chunks.map((c) => [c.seq.id, c.start]), [['a', 3]]);
+  e.run();
+  assert.deepEqual(a.tokens.slice(3), alone([1, 2, 3], 5));
+  assert.deepEqual(b.tokens.slice(4), alone([5, 6, 7, 8], 5));
+  assert.equal(e.corrupt, 0);
+  assert.equal(e.pool.stats().used, 0);
+});

@@ -15,7 +15,12 @@
  * per SIMD lane, and O += P·V is a small GEMM; rows of K and V are addressed through pointer arrays,
  * so the GEMMs read the blocks where they lie in the pool. With few rows (decode: one token times
  * the group's heads) a lane per row would leave most lanes idle, so each score is a dot product
- * along D instead.
+ * along D instead, sixteen keys at a time with their sums reduced together.
+ *
+ * Memory. A block holds blockSize·D floats per kv head in a place of its own (4 KB for 16 × 64),
+ * and the hardware prefetcher, which follows runs of lines within a page, starts over at every
+ * block; so the kernel prefetches the next chunk's key and value rows while it computes the
+ * current one.
  *
  * Threads. Decode has few items (one sequence with KVH = 4 is 4 items) and items differ in length
  * (sequences have different contexts), so items are not handed out whole. The work is laid out as
@@ -25,8 +30,9 @@
  * FlashDecoding's split-K does: m = max m_k, l = Σ l_k·e^(m_k − m), O = Σ O_k·e^(m_k − m). At most
  * one item per boundary is split, so the merge is a few rows.
  *
- * Precision: scores, exponentials and O in float32 (as the fused attention kernel); the running
- * sums l, the scale and the final division and merge in double, where they cost nothing. */
+ * Precision: scores, exponentials and O in float32 (as the fused attention kernel); the scale, the
+ * running sums l (each chunk's float32 sum added in double), the final division and the merge in
+ * double, where they cost nothing. */
 #include "plinth.h"
 #include <math.h>
 #include <pthread.h>

@@ -20,7 +20,7 @@ export function registerExportCommands(program: Command): void {
   const exp = program.command('export').description('write a model in another engine\'s format');
   exp
     .command('gguf')
-    .description('export a Llama-style checkpoint folder to GGUF for llama.cpp (f32, f16, q8_0, q4_0)')
+    .description('export a Llama-style or GPT-2 checkpoint folder to GGUF for llama.cpp (f32, f16, q8_0, q4_0)')
     .requiredOption('--model <dir>', 'checkpoint folder (Hugging Face layout with tokenizer.json)')
     .requiredOption('--out <file>', 'GGUF file to write')
     .option('--type <type>', `weight type: ${TYPES.join(', ')}`, 'f32')

@@ -1,13 +1,13 @@
-// Export of Llama-style models to GGUF, named and laid out as llama.cpp's convert_hf_to_gguf.py
-// does, with the byte-level BPE tokenizer embedded, so llama.cpp (and everything built on it) runs
-// Plinth models.
+// Export of Llama-style and GPT-2 models to GGUF, named and laid out as llama.cpp's
+// convert_hf_to_gguf.py does, with the byte-level BPE tokenizer embedded, so llama.cpp (and
+// everything built on it) runs Plinth models.
 //
 // One difference from Hugging Face's layout matters for correctness: HF applies rotary embeddings
 // "rotate-half" style (dimension i pairs with i + D/2), ggml's llama rope pairs adjacent dimensions
 // (2i with 2i+1). convert_hf_to_gguf.py therefore permutes the rows of q_proj and k_proj within each
 // head: new row 2i+j = old row j·D/2 + i. Attention scores are unchanged because q and k get the
 // same permutation.
-import type { CausalLM, LlamaConfig } from '../models/index.js';
+import type { CausalLM, GPT2Config, LlamaConfig } from '../models/index.js';
 import { tensor, type Tensor } from '../tensor/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import { ByteLevelModel } from '../tokenizers/bytelevel.js';
@@ -120,22 +120,24 @@ function f32Data(t: Tensor): Float32Array {
   return d;
 }
 
-/** Writes a Llama-style model (and its tokenizer) as a GGUF file llama.cpp loads. */
-export function exportGGUF(model: CausalLM, tokenizer: Tokenizer, path: string, options: GGUFExportOptions = {}): GGUFExportSummary {
-  const type = options.type ?? 'f32';
-  if (!(type in WEIGHT_TYPE)) throw new GGUFError(`unknown GGUF type '${type}': choose f32, f16, q8_0 or q4_0`);
-  if (model.config.model_type !== 'llama') throw new GGUFError(`GGUF export supports Llama-style models, not model_type '${model.config.model_type}'`);
-  const c = model.config as LlamaConfig;
+/** Where one Hugging Face module's tensors go in the GGUF file. */
+interface Mapping {
+  hf: string;
+  gg: string;
+  /** Rows to permute from rotate-half to interleaved rope order, in this many heads (Llama q/k). */
+  heads?: number;
+  /** GPT-2's Conv1D stores (in, out); ggml wants (out, in). */
+  transposed?: boolean;
+  /** llama.cpp requires this bias; a model without biases gets zeros of this size. */
+  bias?: number;
+}
+
+function llamaLayout(c: LlamaConfig): { md: [string, GGUFValue][]; maps: Mapping[] } {
   const H = c.num_attention_heads;
   const KVH = c.num_key_value_heads ?? H;
   const D = c.head_dim ?? c.hidden_size / H;
-  const state = model.stateDict();
-  const toF16 = (x: Float32Array): Uint16Array => tensor(x).to('f16').data() as Uint16Array;
-
-  const md = new Map<string, GGUFValue>([
+  const md: [string, GGUFValue][] = [
     ['general.architecture', gguf.str('llama')],
-    ['general.name', gguf.str(options.name ?? 'plinth')],
-    ['general.file_type', gguf.u32(FILE_TYPE[type])],
     ['llama.vocab_size', gguf.u32(c.vocab_size)],
     ['llama.context_length', gguf.u32(c.max_position_embeddings ?? 2048)],
     ['llama.embedding_length', gguf.u32(c.hidden_size)],
@@ -146,58 +148,110 @@ export function exportGGUF(model: CausalLM, tokenizer: Tokenizer, path: string, 
     ['llama.attention.layer_norm_rms_epsilon', gguf.f32(c.rms_norm_eps ?? 1e-6)],
     ['llama.rope.freq_base', gguf.f32(c.rope_theta ?? 10000)],
     ['llama.rope.dimension_count', gguf.u32(D)],
-  ]);
-  if (D * H !== c.hidden_size) {
-    md.set('llama.attention.key_length', gguf.u32(D));
-    md.set('llama.attention.value_length', gguf.u32(D));
-  }
-  if (type === 'q8_0' || type === 'q4_0') md.set('general.quantization_version', gguf.u32(2));
-  for (const [k, v] of tokenizerMetadata(tokenizer, c.vocab_size)) md.set(k, v);
-
-  // HF name → (GGUF name, heads to permute for rope)
-  const names: [string, string, number?][] = [['model.embed_tokens', 'token_embd']];
+  ];
+  if (D * H !== c.hidden_size) md.push(['llama.attention.key_length', gguf.u32(D)], ['llama.attention.value_length', gguf.u32(D)]);
+  const maps: Mapping[] = [{ hf: 'model.embed_tokens', gg: 'token_embd' }];
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const p = `model.layers.${i}`;
-    names.push(
-      [`${p}.input_layernorm`, `blk.${i}.attn_norm`],
-      [`${p}.self_attn.q_proj`, `blk.${i}.attn_q`, H],
-      [`${p}.self_attn.k_proj`, `blk.${i}.attn_k`, KVH],
-      [`${p}.self_attn.v_proj`, `blk.${i}.attn_v`],
-      [`${p}.self_attn.o_proj`, `blk.${i}.attn_output`],
-      [`${p}.post_attention_layernorm`, `blk.${i}.ffn_norm`],
-      [`${p}.mlp.gate_proj`, `blk.${i}.ffn_gate`],
-      [`${p}.mlp.up_proj`, `blk.${i}.ffn_up`],
-      [`${p}.mlp.down_proj`, `blk.${i}.ffn_down`],
+    maps.push(
+      { hf: `${p}.input_layernorm`, gg: `blk.${i}.attn_norm` },
+      { hf: `${p}.self_attn.q_proj`, gg: `blk.${i}.attn_q`, heads: H },
+      { hf: `${p}.self_attn.k_proj`, gg: `blk.${i}.attn_k`, heads: KVH },
+      { hf: `${p}.self_attn.v_proj`, gg: `blk.${i}.attn_v` },
+      { hf: `${p}.self_attn.o_proj`, gg: `blk.${i}.attn_output` },
+      { hf: `${p}.post_attention_layernorm`, gg: `blk.${i}.ffn_norm` },
+      { hf: `${p}.mlp.gate_proj`, gg: `blk.${i}.ffn_gate` },
+      { hf: `${p}.mlp.up_proj`, gg: `blk.${i}.ffn_up` },
+      { hf: `${p}.mlp.down_proj`, gg: `blk.${i}.ffn_down` },
     );
   }
-  names.push(['model.norm', 'output_norm']);
+  maps.push({ hf: 'model.norm', gg: 'output_norm' });
   // a tied head has no tensor of its own: llama.cpp then reads token_embd
-  if (!c.tie_word_embeddings) names.push(['lm_head', 'output']);
+  if (!c.tie_word_embeddings) maps.push({ hf: 'lm_head', gg: 'output' });
+  return { md, maps };
+}
+
+function gpt2Layout(c: GPT2Config): { md: [string, GGUFValue][]; maps: Mapping[] } {
+  const C = c.n_embd;
+  const inner = c.n_inner ?? 4 * C;
+  const md: [string, GGUFValue][] = [
+    ['general.architecture', gguf.str('gpt2')],
+    ['gpt2.vocab_size', gguf.u32(c.vocab_size)],
+    ['gpt2.context_length', gguf.u32(c.n_positions)],
+    ['gpt2.embedding_length', gguf.u32(C)],
+    ['gpt2.block_count', gguf.u32(c.n_layer)],
+    ['gpt2.feed_forward_length', gguf.u32(inner)],
+    ['gpt2.attention.head_count', gguf.u32(c.n_head)],
+    ['gpt2.attention.layer_norm_epsilon', gguf.f32(c.layer_norm_epsilon ?? 1e-5)],
+  ];
+  const maps: Mapping[] = [{ hf: 'transformer.wte', gg: 'token_embd' }, { hf: 'transformer.wpe', gg: 'position_embd' }];
+  for (let i = 0; i < c.n_layer; i++) {
+    const p = `transformer.h.${i}`;
+    maps.push(
+      { hf: `${p}.ln_1`, gg: `blk.${i}.attn_norm`, bias: C },
+      { hf: `${p}.attn.c_attn`, gg: `blk.${i}.attn_qkv`, transposed: true, bias: 3 * C },
+      { hf: `${p}.attn.c_proj`, gg: `blk.${i}.attn_output`, transposed: true, bias: C },
+      { hf: `${p}.ln_2`, gg: `blk.${i}.ffn_norm`, bias: C },
+      { hf: `${p}.mlp.c_fc`, gg: `blk.${i}.ffn_up`, transposed: true, bias: inner },
+      { hf: `${p}.mlp.c_proj`, gg: `blk.${i}.ffn_down`, transposed: true, bias: C },
+    );
+  }
+  // the head is tied to wte: llama.cpp reads token_embd
+  maps.push({ hf: 'transformer.ln_f', gg: 'output_norm', bias: C });
+  return { md, maps };
+}
+
+/** Writes a Llama-style or GPT-2 model and its tokenizer as a GGUF file llama.cpp loads. */
+export function exportGGUF(model: CausalLM, tokenizer: Tokenizer, path: string, options: GGUFExportOptions = {}): GGUFExportSummary {
+  const type = options.type ?? 'f32';
+  if (!(type in WEIGHT_TYPE)) throw new GGUFError(`unknown GGUF type '${type}': choose f32, f16, q8_0 or q4_0`);
+  const kind = model.config.model_type;
+  if (kind !== 'llama' && kind !== 'gpt2') throw new GGUFError(`GGUF export supports Llama-style and GPT-2 models, not model_type '${kind}'`);
+  const layout = kind === 'llama' ? llamaLayout(model.config as LlamaConfig) : gpt2Layout(model.config as GPT2Config);
+  const state = model.stateDict();
+  const toF16 = (x: Float32Array): Uint16Array => tensor(x).to('f16').data() as Uint16Array;
+
+  const md = new Map<string, GGUFValue>([
+    layout.md[0]!,
+    ['general.name', gguf.str(options.name ?? 'plinth')],
+    ['general.file_type', gguf.u32(FILE_TYPE[type])],
+    ...layout.md.slice(1),
+  ]);
+  if (type === 'q8_0' || type === 'q4_0') md.set('general.quantization_version', gguf.u32(2));
+  for (const [k, v] of tokenizerMetadata(tokenizer, model.config.vocab_size)) md.set(k, v);
 
   const tensors: GGUFTensorOut[] = [];
   const used = new Set<string>();
   let parameters = 0;
-  for (const [hf, gg, heads] of names) {
+  for (const m of layout.maps) {
     for (const suffix of ['weight', 'bias']) {
-      const t = state.get(`${hf}.${suffix}`);
+      const name = `${m.hf}.${suffix}`;
+      const t = state.get(name);
       if (!t) {
-        if (suffix === 'weight') throw new GGUFError(`the model has no tensor '${hf}.weight'`);
+        if (suffix === 'weight') throw new GGUFError(`the model has no tensor '${name}'`);
+        if (m.bias !== undefined) {
+          const n = m.bias;
+          tensors.push({ name: `${m.gg}.bias`, shape: [n], type: GGMLType.F32, data: () => new Uint8Array(4 * n) });
+        }
         continue;
       }
-      used.add(`${hf}.${suffix}`);
+      used.add(name);
       parameters += t.size;
+      const transpose = m.transposed === true && suffix === 'weight';
+      const shape = transpose ? [t.shape[1]!, t.shape[0]!] : [...t.shape];
       // 2-D weights take the requested type when their rows split into blocks; norms and biases stay F32
-      const rowLen = t.shape[t.shape.length - 1]!;
+      const rowLen = shape[shape.length - 1]!;
       let tt: GGMLType = t.ndim === 2 ? WEIGHT_TYPE[type] : GGMLType.F32;
       if ((tt === GGMLType.Q8_0 || tt === GGMLType.Q4_0) && rowLen % 32 !== 0) tt = GGMLType.F16;
       const cols = t.ndim === 2 ? rowLen : 1;
       tensors.push({
-        name: `${gg}.${suffix}`,
-        shape: [...t.shape],
+        name: `${m.gg}.${suffix}`,
+        shape,
         type: tt,
         data: () => {
-          const x = f32Data(t);
-          return encodeTensorData(heads ? permuteRope(x, heads, cols) : x, tt, toF16);
+          let x = f32Data(transpose ? t.T : t);
+          if (m.heads) x = permuteRope(x, m.heads, cols);
+          return encodeTensorData(x, tt, toF16);
         },
       });
     }

@@ -1,7 +1,7 @@
 // GGUF: f16 rounding and the Q8_0/Q4_0 block quantizers against hand-worked blocks (ties, clamping,
 // all-zero blocks), write → read round trips, clear errors for corrupt files, and the export read
 // back by llama.cpp itself (node-llama-cpp): same tokens, same logits at every position, same greedy
-// continuation as Plinth for F32; quantized files decode to the blocks Plinth wrote.
+// continuation as Plinth for F32 Llama and GPT-2; quantized files decode to the blocks Plinth wrote.
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -170,6 +170,13 @@ function tinyModel(): Promise<{ model: pl.CausalLM; tokenizer: pl.Tokenizer }> {
   return tiny;
 }
 
+let llamaCpp: Promise<import('node-llama-cpp').Llama> | null = null;
+/** llama.cpp's CPU build through node-llama-cpp, loaded once for the file. */
+function getLlamaCpp(): Promise<import('node-llama-cpp').Llama> {
+  llamaCpp ??= import('node-llama-cpp').then(({ getLlama, LlamaLogLevel }) => getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error }));
+  return llamaCpp;
+}
+
 /** The model with every weight replaced by what the GGUF file stores (dequantized, rope order undone). */
 function modelFromGGUF(file: string, like: pl.CausalLM): pl.CausalLM {
   const g = readGGUF(file);
@@ -207,7 +214,8 @@ function modelFromGGUF(file: string, like: pl.CausalLM): pl.CausalLM {
 test('export: llama.cpp names, shapes, metadata and the padded tokenizer vocabulary', async () => {
   const { model, tokenizer } = await tinyModel();
   const file = path.join(tmp(), 'tiny.gguf');
-  const summary = exportGGUF(model, tokenizer, file, { type: 'q8_0' });
+  const chat = new pl.Tokenizer({ model: tokenizer.model, addedTokens: [...tokenizer.addedTokens], config: { ...tokenizer.config, chatTemplate: pl.CHATML_TEMPLATE } });
+  const summary = exportGGUF(model, chat, file, { type: 'q8_0' });
   const g = readGGUF(file);
   assert.equal(summary.tensors, g.tensors.size);
   assert.equal(g.metadata.get('general.architecture')!.value, 'llama');
@@ -216,6 +224,8 @@ test('export: llama.cpp names, shapes, metadata and the padded tokenizer vocabul
   assert.equal(g.metadata.get('llama.rope.dimension_count')!.value, 16);
   assert.equal(g.metadata.get('llama.attention.layer_norm_rms_epsilon')!.value, Math.fround(1e-5));
   assert.equal(g.metadata.get('tokenizer.ggml.pre')!.value, 'smaug-bpe');
+  assert.equal(g.metadata.get('tokenizer.chat_template')!.value, pl.CHATML_TEMPLATE);
+  assert.equal(g.metadata.get('tokenizer.ggml.add_bos_token')!.value, false);
   const tokens = g.metadata.get('tokenizer.ggml.tokens')!.value as string[];
   const types = g.metadata.get('tokenizer.ggml.token_type')!.value as number[];
   assert.equal(tokens.length, 300);
@@ -235,8 +245,7 @@ test('export: llama.cpp names, shapes, metadata and the padded tokenizer vocabul
 });
 
 test('llama.cpp (node-llama-cpp) reads the export: same tokens, logits and greedy text as Plinth', async () => {
-  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const llama = await getLlamaCpp();
   const { model, tokenizer } = await tinyModel();
   const dir = tmp();
   const ids = tokenizer.encode(PROMPT) as Token[];
@@ -294,14 +303,55 @@ test('llama.cpp (node-llama-cpp) reads the export: same tokens, logits and greed
   }
 });
 
+test('GPT-2 in llama.cpp: Conv1D weights transposed, fused qkv, missing biases written as zeros', async () => {
+  const llama = await getLlamaCpp();
+  const tokenizer = await pl.trainTokenizer({ text: TEXT, vocabSize: 280, pattern: 'gpt2' });
+  const dir = tmp();
+  for (const bias of [true, false]) {
+    pl.manualSeed(4);
+    const model = pl.createModel({ model_type: 'gpt2', vocab_size: 300, n_positions: 64, n_embd: 64, n_layer: 2, n_head: 4, initializer_range: 0.3, bias });
+    const file = path.join(dir, `gpt2-${bias}.gguf`);
+    exportGGUF(model, tokenizer, file);
+    const g = readGGUF(file);
+    assert.equal(g.metadata.get('tokenizer.ggml.pre')!.value, 'gpt-2');
+    assert.deepEqual(g.tensors.get('blk.0.attn_qkv.weight')!.shape, [192, 64]);
+    assert.deepEqual(g.tensors.get('blk.1.ffn_up.bias')!.shape, [256]);
+    const m = await llama.loadModel({ modelPath: file });
+    try {
+      const ids = tokenizer.encode(PROMPT) as Token[];
+      assert.deepEqual([...m.tokenize(PROMPT)], ids);
+      const ctx = await m.createContext({ contextSize: 64, threads: 1, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32', flashAttention: false });
+      const seq = ctx.getSequence();
+      const res = await seq.controlledEvaluate(ids.map((t) => [t, { generateNext: { logits: true } }]));
+      const expected = pl.noGrad(() => model.forward(pl.tensor([ids], { dtype: 'i32' })).logits.toFloat32Array());
+      let worst = 0;
+      ids.forEach((_, p) => {
+        for (const [t, v] of res[p]!.next.logits!) worst = Math.max(worst, Math.abs(v - expected[p * 300 + t]!));
+      });
+      // ggml's GELU reads a float16 table, so the logits (about ±10 here) agree to ~1e-3 relative
+      assert.ok(worst < 2e-2, `bias ${bias}: llama.cpp logits differ from Plinth's by ${worst}`);
+      await seq.clearHistory();
+      const llamaIds: number[] = [];
+      for await (const t of seq.evaluate(ids, { temperature: 0 })) {
+        llamaIds.push(t);
+        if (llamaIds.length === 16) break;
+      }
+      assert.deepEqual(llamaIds, pl.generate(model, ids, { maxNewTokens: 16, temperature: 0 }), `bias ${bias}: greedy continuation`);
+      await ctx.dispose();
+    } finally {
+      await m.dispose();
+    }
+  }
+});
+
 test('export refuses what llama.cpp could not run', async () => {
-  const { tokenizer } = await tinyModel();
-  const gpt2 = pl.createModel({ model_type: 'gpt2', vocab_size: 300, n_positions: 32, n_embd: 32, n_layer: 1, n_head: 2 });
-  assert.throws(() => exportGGUF(gpt2, tokenizer, path.join(tmp(), 'g.gguf')), (e: Error) => e instanceof GGUFError && /Llama-style/.test(e.message));
+  const { model, tokenizer } = await tinyModel();
+  const wordpiece = await pl.trainTokenizer({ text: TEXT, vocabSize: 120, model: 'wordpiece' });
+  assert.throws(() => exportGGUF(model, wordpiece, path.join(tmp(), 'w.gguf')), (e: Error) => e instanceof GGUFError && /byte-level BPE tokenizers only/.test(e.message));
   const small = pl.createModel({ ...CONFIG, vocab_size: 100 });
   assert.throws(() => exportGGUF(small, tokenizer, path.join(tmp(), 's.gguf')), /280 tokens but the model's vocabulary only 100/);
   const dir = tmp();
   writeFileSync(path.join(dir, 'keep.txt'), 'x');
-  assert.throws(() => exportGGUF(pl.createModel(CONFIG), tokenizer, path.join(dir, 'q.gguf'), { type: 'q5' as never }), /unknown GGUF type/);
+  assert.throws(() => exportGGUF(model, tokenizer, path.join(dir, 'q.gguf'), { type: 'q5' as never }), /unknown GGUF type/);
   assert.deepEqual(readdirSync(dir), ['keep.txt']);
 });

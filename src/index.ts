@@ -12,3 +12,4 @@ export * from './infer/index.js';
 export * from './peft/index.js';
 export * from './align/index.js';
 export * from './quant/index.js';
+export * from './serve/index.js';

@@ -2,13 +2,16 @@
 // The `plinth` command: one sub-command per stage of a foundation model's life.
 import { Command } from 'commander';
 import { PlinthError } from '../errors.js';
+import { registerChatCommand } from './chat.js';
 import { registerDemoCommand } from './demo.js';
 import { registerExportCommands } from './export.js';
 import { registerFinetuneCommand } from './finetune.js';
+import { registerGenerateCommand } from './generate.js';
 import { registerLoraCommands } from './lora.js';
 import { registerPrepareCommand } from './prepare.js';
 import { registerPretrainCommand } from './pretrain.js';
 import { registerSampleCommand } from './sample.js';
+import { registerServeCommand } from './serve.js';
 import { registerTokenizerCommands } from './tokenizer.js';
 
 const program = new Command();
@@ -22,6 +25,9 @@ registerTokenizerCommands(program);
 registerPrepareCommand(program);
 registerSampleCommand(program);
 registerPretrainCommand(program);
+registerGenerateCommand(program);
+registerChatCommand(program);
+registerServeCommand(program);
 registerFinetuneCommand(program);
 registerLoraCommands(program);
 registerExportCommands(program);

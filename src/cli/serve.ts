@@ -1,0 +1,68 @@
+// `plinth serve`: an OpenAI-compatible HTTP server over a checkpoint folder. SIGTERM (or Ctrl-C)
+// stops accepting connections, lets the requests in flight finish, and exits 0.
+import type { Command } from 'commander';
+import { ArgumentError } from '../errors.js';
+import { createServer } from '../serve/index.js';
+
+interface ServeCliOptions {
+  model?: string;
+  port: string;
+  host: string;
+  servedModelName?: string;
+  kvCacheMb?: string;
+  maxBatchTokens?: string;
+  maxQueue?: string;
+  maxRunning?: string;
+}
+
+function int(v: string | undefined, name: string, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new ArgumentError(`--${name} must be an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description('serve a checkpoint with an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/embeddings)')
+    .option('--model <dir>', 'checkpoint folder (Hugging Face layout with tokenizer.json), e.g. runs/<name>/checkpoint')
+    .option('--port <n>', 'port to listen on (0 = any free port)', '8000')
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--served-model-name <id>', 'the model id clients use (default: the folder name)')
+    .option('--kv-cache-mb <n>', 'memory for the KV block pool in MB (default: 25% of free memory, at most 2 GB)')
+    .option('--max-batch-tokens <n>', 'tokens per engine step (default 512)')
+    .option('--max-running <n>', 'sequences decoded together (default 64)')
+    .option('--max-queue <n>', 'requests waiting beyond the running ones before answering 429')
+    .action(async (o: ServeCliOptions) => {
+      if (!o.model) throw new ArgumentError('--model is required: a checkpoint folder such as runs/<name>/checkpoint (`plinth pretrain` makes one)');
+      const port = int(o.port, 'port', 0)!;
+      const kvMb = int(o.kvCacheMb, 'kv-cache-mb', 1);
+      const server = await createServer({
+        modelDir: o.model,
+        modelId: o.servedModelName,
+        kvCacheBytes: kvMb === undefined ? undefined : kvMb * 1024 * 1024,
+        maxBatchTokens: int(o.maxBatchTokens, 'max-batch-tokens', 1),
+        maxRunning: int(o.maxRunning, 'max-running', 1),
+        maxWaiting: int(o.maxQueue, 'max-queue', 0),
+      });
+      const address = await server.listen(port, o.host);
+      const s = server.engineStats;
+      console.log(`plinth serve: ${server.modelId} on ${address}/v1 (context ${server.contextLength} tokens${s ? `, ${s.blocksTotal} KV blocks` : ''})`);
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        console.log(`plinth serve: ${signal}: finishing the requests in flight`);
+        server.close().then(
+          () => process.exit(0),
+          (e: unknown) => {
+            console.error(`plinth serve: ${(e as Error).message}`);
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+}

@@ -13,6 +13,7 @@
 // which its decode runs several times slower here. Prompts are the same random ids for everyone.
 //
 //   npm run bench -- infer [--trials=N] [--skip=torch,llama,server,concurrent]
+//   (BENCH_TRIAL_BUDGET: seconds of trials after which disturbed ones are no longer replaced, default 240)
 //   npm run bench -- infer --gguf=q8_0,q4_0     (issue 6: llama.cpp decode on quantized exports only)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -47,6 +48,10 @@ function prompts(): { prompt: number[]; pp: number[]; concurrent: number[][] } {
   return { prompt: ids(PROMPT), pp: ids(PP), concurrent: Array.from({ length: CONCURRENT }, () => ids(PROMPT)) };
 }
 
+/** Seconds of trials after which a measurement stops adding trials to replace disturbed ones: on a
+ *  saturated machine llama.cpp's spinning threads make one decode trial take minutes. */
+const TRIAL_BUDGET_S = Number(process.env.BENCH_TRIAL_BUDGET ?? 240);
+
 /** Like runTrials, with an untimed setup before every trial (the prefill before a decode). */
 async function trialsAfterSetup(setup: () => void | Promise<void>, fn: () => void | Promise<void>, trials: number): Promise<Measurement> {
   await setup();
@@ -58,9 +63,11 @@ async function trialsAfterSetup(setup: () => void | Promise<void>, fn: () => voi
   await wait();
   const done: Trial[] = [];
   let clean = 0;
-  while (clean < trials && done.length < 3 * trials) {
+  let spent = 0;
+  while (clean < trials && done.length < 3 * trials && !(spent > TRIAL_BUDGET_S && done.length >= trials)) {
     await setup();
     const t = await timeTrial(fn);
+    spent += t.seconds;
     done.push(t);
     if (t.clean) clean++;
     else if (clean < trials) await wait();

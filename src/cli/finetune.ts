@@ -9,8 +9,9 @@ import { ArgumentError } from '../errors.js';
 import { readFinetuneData, StreamSampler } from '../data/finetune.js';
 import { loadCheckpoint, saveModel } from '../io/index.js';
 import type { CausalLM } from '../models/index.js';
-import { type LoraConfig, loadLoraModel, saveAdapter } from '../peft/index.js';
+import { type LoraConfig, loadLoraModel, loadQLoraModel, saveAdapter } from '../peft/index.js';
 import { getBackend, numThreads } from '../backend/index.js';
+import { quantizedLayers } from '../quant/index.js';
 import { manualSeed } from '../tensor/index.js';
 import { evaluate, train, type StepMetrics } from '../train/index.js';
 
@@ -95,21 +96,21 @@ export interface FinetuneSummary {
 export function runFinetune(o: FinetuneOptions): FinetuneSummary {
   const say = (s: string) => { if (!o.json) console.log(s); };
   const t0 = performance.now();
-  if (o.qlora) throw new ArgumentError('--qlora needs the NF4 layers of src/quant, which this build does not have yet');
-  const useLora = o.lora !== undefined;
+  const useLora = o.lora !== undefined || !!o.qlora;
   const lora = useLora ? parseLoraSpec(o.lora) : null;
   const mode = o.qlora ? 'qlora' : useLora ? 'lora' : 'full';
   const seed = int(o.seed, 'seed');
   manualSeed(seed);
 
   // 1. The model: a frozen base with a fresh adapter, or every weight trainable.
-  const loaded = lora ? loadLoraModel(o.model, lora) : loadCheckpoint(o.model);
+  const loaded = !lora ? loadCheckpoint(o.model) : o.qlora ? loadQLoraModel(o.model, lora) : loadLoraModel(o.model, lora);
   const model: CausalLM = loaded.model;
   model.train();
   const tokenizer = loaded.tokenizer;
   if (!tokenizer) throw new ArgumentError(`${o.model} has no tokenizer.json: fine-tuning needs the model's tokenizer`);
   const trainable = model.parameters().filter((p) => p.requiresGrad).reduce((s, p) => s + p.size, 0);
-  const total = model.numParameters();
+  // A quantized base's weights are not parameters: count them in.
+  const total = model.numParameters() + quantizedLayers(model).reduce((s, l) => s + l.inFeatures * l.outFeatures, 0);
   say(`model: ${o.model} (${(total / 1e6).toFixed(2)} M parameters), ${mode === 'full' ? 'full fine-tuning' : `${mode === 'qlora' ? 'QLoRA (NF4 base)' : 'LoRA'} r=${lora!.r} alpha=${lora!.alpha} targets ${JSON.stringify(lora!.targetModules)}`}: ${trainable.toLocaleString()} trainable (${(100 * trainable / total).toFixed(2)}%); ${getBackend()} backend, ${numThreads()} threads`);
 
   // 2. The data.

@@ -7,4 +7,5 @@ export {
   saveAdapter, loadAdapter, readAdapterConfig, AdapterFormatError, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
   type PeftLoraConfigJson, type SaveAdapterOptions,
 } from './adapter.js';
-export { createLoraModel, loadLoraModel, mergedModel, saveMergedModel, type LoraModelOptions } from './model.js';
+export { createLoraModel, loadLoraModel, attachAdapter, mergedModel, saveMergedModel, type LoraModelOptions } from './model.js';
+export { loadQLoraModel, type QLoraOptions } from './qlora.js';

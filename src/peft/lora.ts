@@ -48,9 +48,10 @@ export interface LoraAdapter {
   readonly B: Tensor;
 }
 
-/** A base that stores its weight in another form (quantized) and can give it back as f32 (out, in). */
+/** A base that stores its weight in another form (quantized) and can give it back as f32 (out, in),
+ *  row-major. */
 interface Dequantizable extends LinearLayer {
-  dequantize(): Tensor;
+  dequantize(): Float32Array;
   readonly bias?: Tensor | null;
 }
 
@@ -170,8 +171,9 @@ export class LoRALinear extends Module implements LinearLayer {
         pl.addInPlace(base.weight, delta);
       } else if (isDequantizable(base)) {
         const float = new Linear(this.inFeatures, this.outFeatures, { prefix: base.prefix, bias: !!base.bias, std: 0 });
-        const w = pl.add(base.dequantize(), delta);
-        (float.weight.storage as Float32Array).set(w.data() as Float32Array);
+        const w = float.weight.storage as Float32Array;
+        w.set(base.dequantize());
+        pl.addInPlace(float.weight, delta);
         if (base.bias && float.bias) (float.bias.storage as Float32Array).set(base.bias.toFloat32Array());
         float.train(base.training);
         for (const p of float.parameters()) p.requiresGrad_(false);

@@ -27,13 +27,19 @@ export function createLoraModel(config: { model_type?: unknown; [key: string]: u
  */
 export function loadLoraModel(dir: string, adapter: LoraConfig | string, options: LoraModelOptions = {}): LoadedModel {
   const loaded = loadCheckpoint(dir, { linearFactory: loraFactory(options.base) });
-  if (typeof adapter === 'string') {
-    loadAdapter(loaded.model, adapter, options.name);
-  } else {
-    addAdapter(loaded.model, adapter, options.name);
-    loaded.model.train();
-  }
+  attachAdapter(loaded.model, adapter, options.name);
   return loaded;
+}
+
+/** Adds a fresh adapter (training mode) or loads a saved PEFT folder (evaluation mode). */
+export function attachAdapter(model: CausalLM, adapter: LoraConfig | string, name?: string): void {
+  if (typeof adapter === 'string') {
+    loadAdapter(model, adapter, name);
+    model.eval();
+  } else {
+    addAdapter(model, adapter, name);
+    model.train();
+  }
 }
 
 /** A plain model (no LoRA layers) holding W0 + (α/r)·B·A of the active adapter. */

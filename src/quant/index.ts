@@ -8,5 +8,5 @@ export {
 } from './layers.js';
 export {
   quantizeFolder, saveQuantized, loadQuantized, quantizedStateDict, weightBytes, quantizationConfig, folderQuantMethod,
-  type QuantizedCheckpoint, type QuantizeProgress, type SaveQuantizedOptions,
+  type QuantizedCheckpoint, type QuantizeProgress, type SaveQuantizedOptions, type QuantizedBuildOptions,
 } from './io.js';

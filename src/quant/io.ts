@@ -5,9 +5,9 @@
 // for the 16-bit formats), and load such a folder without ever building float linear weights.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { readWeights, writeFileAtomic, writeSafetensors } from '../io/index.js';
+import { readWeights, registerFolderLoader, writeFileAtomic, writeSafetensors } from '../io/index.js';
 import { type CausalLM, createModel } from '../models/index.js';
-import type { Module } from '../nn/index.js';
+import type { LinearFactory, Module } from '../nn/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { checkQuantMethod, type QuantMethod, QuantizationError, quantizedLayers, quantizedLinearFactory } from './layers.js';
@@ -73,12 +73,17 @@ export interface QuantizeProgress {
   layer: string;
 }
 
+/** Wraps the quantized layers as they are built (LoRA adapters on a quantized base: QLoRA). */
+export interface QuantizedBuildOptions {
+  wrap?: (factory: LinearFactory) => LinearFactory;
+}
+
 /**
  * Loads a float folder and quantizes it as the model is built: each linear layer takes its float
  * weight out of the loaded file, quantizes it and drops it, so no float linear weight is ever
  * copied into the model. Other parameters (embeddings, norms, biases) stay float.
  */
-export function quantizeFolder(dir: string, method: QuantMethod, onProgress?: (p: QuantizeProgress) => void): QuantizedCheckpoint & { floatBytes: number } {
+export function quantizeFolder(dir: string, method: QuantMethod, onProgress?: (p: QuantizeProgress) => void, options: QuantizedBuildOptions = {}): QuantizedCheckpoint & { floatBytes: number } {
   dir = modelDir(dir);
   const config = readConfig(dir);
   const already = folderQuantMethod(config);
@@ -98,7 +103,8 @@ export function quantizeFolder(dir: string, method: QuantMethod, onProgress?: (p
     onProgress?.({ done, total, layer: name });
     return t.toFloat32Array();
   };
-  const model = createModel(config, { init: false, linearFactory: quantizedLinearFactory(method, take) });
+  const factory = quantizedLinearFactory(method, take);
+  const model = createModel(config, { init: false, linearFactory: options.wrap ? options.wrap(factory) : factory });
   model.loadStateDict(weights);
   model.eval();
   onProgress?.({ done: total, total, layer: '' });
@@ -146,12 +152,13 @@ export function saveQuantized(model: CausalLM, method: QuantMethod, dir: string,
 
 /** Loads a quantized folder: the model is built with empty quantized layers that take their stored
  *  tensors; float32 linear weights are never created. */
-export function loadQuantized(dir: string): QuantizedCheckpoint {
+export function loadQuantized(dir: string, options: QuantizedBuildOptions = {}): QuantizedCheckpoint {
   dir = modelDir(dir);
   const config = readConfig(dir);
   const method = folderQuantMethod(config);
   if (!method) throw new QuantizationError(`${dir} is not quantized (no quantization_config, torch_dtype ${String(config.torch_dtype ?? 'float32')}); use loadModel, or quantize it first`);
-  const model = createModel(config, { init: false, linearFactory: quantizedLinearFactory(checkQuantMethod(method)) });
+  const factory = quantizedLinearFactory(checkQuantMethod(method));
+  const model = createModel(config, { init: false, linearFactory: options.wrap ? options.wrap(factory) : factory });
   const tensors = readWeights(dir);
   for (const layer of quantizedLayers(model)) {
     const own = new Map<string, Tensor>();
@@ -167,3 +174,6 @@ export function loadQuantized(dir: string): QuantizedCheckpoint {
   model.eval();
   return { model, method, ...folderExtras(dir) };
 }
+
+// loadModel / loadCheckpoint (and so sample, chat, the engine and the server) open quantized folders too.
+registerFolderLoader((dir, config) => (folderQuantMethod(config) ? loadQuantized(dir) : null));

@@ -73,6 +73,13 @@ test('finetune (LoRA, resumed) → lora merge, and full fine-tuning, on a small 
   assert.equal(f.trainableParameters, f.parameters);
   assert.ok(existsSync(path.join(dir, 'full', 'model', 'model.safetensors')));
 
+  const q = plinth('finetune', '--model', base, '--data', data, '--out', path.join(dir, 'qlora'), '--qlora', '--steps', '3', '--batch-size', '2', '--block-size', '32', '--json');
+  assert.equal(q.status, 0, q.stderr);
+  const qs = last(q.stdout);
+  assert.equal(qs.mode, 'qlora');
+  assert.equal(qs.parameters, f.parameters + qs.trainableParameters, 'the quantized weights are counted, and the adapter');
+  assert.ok(existsSync(path.join(dir, 'qlora', 'adapter', 'adapter_model.safetensors')));
+
   const bad = plinth('finetune', '--model', base, '--data', data, '--out', path.join(dir, 'bad'), '--lora', 'r=0');
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /rank r must be a positive integer, got 0/);

@@ -55,7 +55,7 @@ export class AdamW {
     const k = kernels();
     for (const g of this.groups) {
       for (const p of g.params) {
-        if (!p.grad || !p.requiresGrad) continue; // a frozen parameter never gets moments
+        if (!p.grad) continue; // as torch.optim: a parameter without a gradient (frozen, or unused) is left alone
         let s = this.state.get(p);
         if (!s) {
           s = { m: Tensor.zeros(p.shape, p.dtype), v: Tensor.zeros(p.shape, p.dtype), step: 0 };

@@ -50,7 +50,7 @@ PL_AVX2 static inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-PL_AVX2 static void i8_dot_avx2(const int8_t* w, const float* const* x, int mc, int64_t K, float* out) {
+PL_AVX2 static inline __attribute__((always_inline)) void i8_dot_avx2_body(const int8_t* w, const float* const* x, int mc, int64_t K, float* out) {
   __m256 acc[MAX_ROWS][2];
   for (int m = 0; m < mc; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
   int64_t k = 0;
@@ -69,7 +69,17 @@ PL_AVX2 static void i8_dot_avx2(const int8_t* w, const float* const* x, int mc, 
   }
 }
 
-PL_AVX512 static void i8_dot_avx512(const int8_t* w, const float* const* x, int mc, int64_t K, float* out) {
+/* the row count as a constant, so the accumulators live in registers */
+PL_AVX2 static void i8_dot_avx2(const int8_t* w, const float* const* x, int mc, int64_t K, float* out) {
+  switch (mc) {
+    case 1: i8_dot_avx2_body(w, x, 1, K, out); break;
+    case 2: i8_dot_avx2_body(w, x, 2, K, out); break;
+    case 3: i8_dot_avx2_body(w, x, 3, K, out); break;
+    case 4: i8_dot_avx2_body(w, x, 4, K, out); break;
+  }
+}
+
+PL_AVX512 static inline __attribute__((always_inline)) void i8_dot_avx512_body(const int8_t* w, const float* const* x, int mc, int64_t K, float* out) {
   __m512 acc[MAX_ROWS][2];
   for (int m = 0; m < mc; m++) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
   int64_t k = 0;
@@ -87,6 +97,16 @@ PL_AVX512 static void i8_dot_avx512(const int8_t* w, const float* const* x, int 
     for (int m = 0; m < mc; m++) acc[m][0] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(mask, x[m] + k), acc[m][0]);
   }
   for (int m = 0; m < mc; m++) out[m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]));
+}
+
+/* the row count as a constant, so the accumulators live in registers */
+PL_AVX512 static void i8_dot_avx512(const int8_t* w, const float* const* x, int mc, int64_t K, float* out) {
+  switch (mc) {
+    case 1: i8_dot_avx512_body(w, x, 1, K, out); break;
+    case 2: i8_dot_avx512_body(w, x, 2, K, out); break;
+    case 3: i8_dot_avx512_body(w, x, 3, K, out); break;
+    case 4: i8_dot_avx512_body(w, x, 4, K, out); break;
+  }
 }
 #endif
 
@@ -117,7 +137,7 @@ static void nf4_dot_scalar(const uint8_t* packed, const float* absmax, const flo
 }
 
 #ifdef PL_X86
-PL_AVX2 static void nf4_dot_avx2(const uint8_t* packed, const float* absmax, const float* code, int64_t row_pair0, int64_t P,
+PL_AVX2 static inline __attribute__((always_inline)) void nf4_dot_avx2_body(const uint8_t* packed, const float* absmax, const float* code, int64_t row_pair0, int64_t P,
                                  const float* const* xe, const float* const* xo, int mc, float* out) {
   const __m256 code_lo = _mm256_loadu_ps(code), code_hi = _mm256_loadu_ps(code + 8);
   const __m256i nib = _mm256_set1_epi32(15);
@@ -158,7 +178,18 @@ PL_AVX2 static void nf4_dot_avx2(const uint8_t* packed, const float* absmax, con
   for (int m = 0; m < mc; m++) out[m] = hsum256(total[m]) + tail[m];
 }
 
-PL_AVX512 static void nf4_dot_avx512(const uint8_t* packed, const float* absmax, const float* code, int64_t row_pair0, int64_t P,
+/* the row count as a constant, so the accumulators live in registers */
+PL_AVX2 static void nf4_dot_avx2(const uint8_t* packed, const float* absmax, const float* code, int64_t row_pair0, int64_t P,
+    const float* const* xe, const float* const* xo, int mc, float* out) {
+  switch (mc) {
+    case 1: nf4_dot_avx2_body(packed, absmax, code, row_pair0, P, xe, xo, 1, out); break;
+    case 2: nf4_dot_avx2_body(packed, absmax, code, row_pair0, P, xe, xo, 2, out); break;
+    case 3: nf4_dot_avx2_body(packed, absmax, code, row_pair0, P, xe, xo, 3, out); break;
+    case 4: nf4_dot_avx2_body(packed, absmax, code, row_pair0, P, xe, xo, 4, out); break;
+  }
+}
+
+PL_AVX512 static inline __attribute__((always_inline)) void nf4_dot_avx512_body(const uint8_t* packed, const float* absmax, const float* code, int64_t row_pair0, int64_t P,
                                      const float* const* xe, const float* const* xo, int mc, float* out) {
   const __m512 table = _mm512_loadu_ps(code);
   const __m512i nib = _mm512_set1_epi32(15);
@@ -170,6 +201,24 @@ PL_AVX512 static void nf4_dot_avx512(const uint8_t* packed, const float* absmax,
     if (end > P) end = P;
     __m512 seg[MAX_ROWS];
     for (int m = 0; m < mc; m++) seg[m] = _mm512_setzero_ps();
+    if (end - p == PAIRS_PER_BLOCK) {
+      /* a whole block: 32 bytes, two independent halves per row of x */
+      __m256i bytes = _mm256_loadu_si256((const __m256i*)(packed + row_pair0 + p));
+      __m512i b0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(bytes));
+      __m512i b1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(bytes, 1));
+      __m512 hi0 = _mm512_permutexvar_ps(_mm512_srli_epi32(b0, 4), table);
+      __m512 lo0 = _mm512_permutexvar_ps(_mm512_and_si512(b0, nib), table);
+      __m512 hi1 = _mm512_permutexvar_ps(_mm512_srli_epi32(b1, 4), table);
+      __m512 lo1 = _mm512_permutexvar_ps(_mm512_and_si512(b1, nib), table);
+      for (int m = 0; m < mc; m++) {
+        __m512 a = _mm512_mul_ps(hi0, _mm512_loadu_ps(xe[m] + p));
+        __m512 c = _mm512_mul_ps(hi1, _mm512_loadu_ps(xe[m] + p + 16));
+        a = _mm512_fmadd_ps(lo0, _mm512_loadu_ps(xo[m] + p), a);
+        c = _mm512_fmadd_ps(lo1, _mm512_loadu_ps(xo[m] + p + 16), c);
+        seg[m] = _mm512_add_ps(a, c);
+      }
+      p = end;
+    }
     for (; p < end; p += 16) {
       /* masked-off pairs load x = 0, so their (arbitrary) codes add nothing */
       __mmask16 mask = end - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (end - p)) - 1);
@@ -186,6 +235,17 @@ PL_AVX512 static void nf4_dot_avx512(const uint8_t* packed, const float* absmax,
     for (int m = 0; m < mc; m++) total[m] = _mm512_fmadd_ps(seg[m], sv, total[m]);
   }
   for (int m = 0; m < mc; m++) out[m] = _mm512_reduce_add_ps(total[m]);
+}
+
+/* the row count as a constant, so the accumulators live in registers */
+PL_AVX512 static void nf4_dot_avx512(const uint8_t* packed, const float* absmax, const float* code, int64_t row_pair0, int64_t P,
+    const float* const* xe, const float* const* xo, int mc, float* out) {
+  switch (mc) {
+    case 1: nf4_dot_avx512_body(packed, absmax, code, row_pair0, P, xe, xo, 1, out); break;
+    case 2: nf4_dot_avx512_body(packed, absmax, code, row_pair0, P, xe, xo, 2, out); break;
+    case 3: nf4_dot_avx512_body(packed, absmax, code, row_pair0, P, xe, xo, 3, out); break;
+    case 4: nf4_dot_avx512_body(packed, absmax, code, row_pair0, P, xe, xo, 4, out); break;
+  }
 }
 #endif
 

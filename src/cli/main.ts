@@ -10,6 +10,7 @@ import { registerGenerateCommand } from './generate.js';
 import { registerLoraCommands } from './lora.js';
 import { registerPrepareCommand } from './prepare.js';
 import { registerPretrainCommand } from './pretrain.js';
+import { registerQuantizeCommands } from './quantize.js';
 import { registerSampleCommand } from './sample.js';
 import { registerServeCommand } from './serve.js';
 import { registerTokenizerCommands } from './tokenizer.js';
@@ -30,6 +31,7 @@ registerChatCommand(program);
 registerServeCommand(program);
 registerFinetuneCommand(program);
 registerLoraCommands(program);
+registerQuantizeCommands(program);
 registerExportCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -55,12 +55,25 @@ export function loadModel(dir: string, options: Pick<ModelOptions, 'linearFactor
   return loadCheckpoint(dir, options).model;
 }
 
+/** A loader for folders whose layers live in a folder above io (quantized models: src/quant
+ *  registers one); it returns null for a folder it does not handle. */
+export type FolderLoader = (dir: string, config: Record<string, unknown>) => LoadedModel | null;
+const folderLoaders: FolderLoader[] = [];
+
+export function registerFolderLoader(loader: FolderLoader): void {
+  folderLoaders.push(loader);
+}
+
 /** Loads a folder; `linearFactory` builds its linear layers (quantized, with LoRA adapters). */
 export function loadCheckpoint(dir: string, options: Pick<ModelOptions, 'linearFactory'> = {}): LoadedModel {
   if (!existsSync(dir)) throw new CheckpointError(`model folder ${dir} does not exist`);
   // A training run folder holds its model in checkpoint/.
   if (!existsSync(path.join(dir, 'config.json')) && existsSync(path.join(dir, 'checkpoint', 'config.json'))) dir = path.join(dir, 'checkpoint');
   const config = readJson(path.join(dir, 'config.json'));
+  for (const load of folderLoaders) {
+    const loaded = load(dir, config);
+    if (loaded) return loaded;
+  }
   const model = createModel(config, { init: false, linearFactory: options.linearFactory });
   model.loadStateDict(readWeights(dir));
   model.eval();

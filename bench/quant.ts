@@ -1,0 +1,156 @@
+// Quantization (issue 6): decode speed and weight memory of the benchmark Llama (PEERS.md W3
+// `llama`: vocab 32000, hidden 512, 8 layers, 8 heads, 4 KV heads, intermediate 1376, random
+// weights, untied lm_head) in float32 and with its linear layers in int8, NF4, NF4 with double
+// quantization and bf16 — the same weights, in one run — beside llama.cpp on Q8_0 and Q4_0 GGUF
+// exports of those weights (through bench/infer.ts --gguf, in its own process).
+//
+// Decode: a 16-token prompt is prefilled (untimed), then 256 greedy tokens through the model's
+// contiguous KV cache (what generate() does) are one trial. Trials rotate over the variants, so a
+// disturbance on the shared machine hits them alike; each variant's median is over its clean trials.
+//
+//   npm run bench -- quant [--trials=N] [--skip=llama]
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as pl from '../src/index.js';
+import { fmt, machineInfo, quietWaitLimit, report, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
+
+const CONFIG = {
+  model_type: 'llama', vocab_size: 32000, hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 8,
+  num_attention_heads: 8, num_key_value_heads: 4, max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000,
+  tie_word_embeddings: false, initializer_range: 0.02,
+};
+const PROMPT = 16;
+const NEW = 256;
+
+function arg(name: string): string | undefined {
+  const p = `--${name}=`;
+  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
+}
+
+/** The float32 folder bench/infer.ts uses (same seed and config), so llama.cpp's exports hold the same weights. */
+function floatFolder(): string {
+  const root = path.join(tmpdir(), 'plinth-bench-infer');
+  const dir = path.join(root, 'model');
+  if (!existsSync(path.join(dir, 'model.safetensors'))) {
+    mkdirSync(root, { recursive: true });
+    pl.manualSeed(0);
+    pl.saveModel(pl.createModel(CONFIG), dir, { tokenizer: pl.loadTokenizer('r50k_base') });
+  }
+  return dir;
+}
+
+interface Variant {
+  name: string;
+  model: pl.CausalLM;
+  weightBytes: number;
+  trials: Trial[];
+  ids: number[];
+}
+
+function argmax(l: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < l.length; i++) if (l[i]! > l[best]!) best = i;
+  return best;
+}
+
+/** Prefill (untimed) and the timed decode of NEW greedy tokens; returns the ids. */
+async function decodeTrial(model: pl.CausalLM, prompt: number[]): Promise<{ trial: Trial; ids: number[] }> {
+  const cache = model.newCache(1, PROMPT + NEW + 1);
+  const ids: number[] = [];
+  let next = pl.noGrad(() => argmax(model.forward(pl.tensor([prompt], { dtype: 'i32' }), { cache, lastOnly: true }).logits.data() as Float32Array));
+  ids.push(next);
+  const trial = await timeTrial(() => pl.noGrad(() => {
+    for (let i = 0; i < NEW; i++) {
+      next = argmax(model.forward(pl.tensor([[next]], { dtype: 'i32' }), { cache, lastOnly: true }).logits.data() as Float32Array);
+      ids.push(next);
+    }
+  }));
+  return { trial, ids };
+}
+
+/** llama.cpp decode on Q8_0 and Q4_0 exports of the same weights (bench/infer.ts in a child process). */
+function llamaCpp(trials: number): Record<string, { decode_tokens_per_s: number; n_clean?: number }> | { error: string } {
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'infer.js');
+  const r = spawnSync(process.execPath, [script, '--gguf=q8_0,q4_0', `--trials=${trials}`], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) return { error: `bench/infer.ts --gguf failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}` };
+  const json = r.stdout.slice(r.stdout.indexOf('{'), r.stdout.lastIndexOf('}') + 1);
+  const rows = (JSON.parse(json) as { llama_cpp: Record<string, { decode_tokens_per_s: number; decode?: { n_clean: number } }> }).llama_cpp;
+  const out: Record<string, { decode_tokens_per_s: number; n_clean?: number }> = {};
+  for (const [k, v] of Object.entries(rows)) out[k] = { decode_tokens_per_s: v.decode_tokens_per_s, n_clean: v.decode?.n_clean };
+  return out;
+}
+
+async function main(): Promise<void> {
+  const trials = Number(arg('trials') ?? 5);
+  const skip = (arg('skip') ?? '').split(',');
+  const dir = floatFolder();
+  pl.manualSeed(1234);
+  const prompt = Array.from(pl.randint(0, CONFIG.vocab_size, [PROMPT]).data() as Int32Array);
+
+  const variants: Variant[] = [];
+  const f32 = pl.loadModel(dir);
+  variants.push({ name: 'f32', model: f32, weightBytes: pl.weightBytes(f32), trials: [], ids: [] });
+  const quantizeSeconds: Record<string, number> = {};
+  for (const method of ['int8', 'nf4', 'nf4-dq', 'bf16'] as const) {
+    const t0 = performance.now();
+    const q = pl.quantizeFolder(dir, method);
+    quantizeSeconds[method] = (performance.now() - t0) / 1000;
+    variants.push({ name: method, model: q.model, weightBytes: pl.weightBytes(q.model), trials: [], ids: [] });
+  }
+
+  for (const v of variants) v.ids = (await decodeTrial(v.model, prompt)).ids; // warm-up
+  // Rounds over the variants until each has `trials` clean trials (or 3x that many in all).
+  let budget = 2 * quietWaitLimit();
+  const wait = async () => {
+    budget -= (await waitForQuiet(Math.min(quietWaitLimit(), Math.max(0, budget)))).waited_s;
+  };
+  await wait();
+  const cleanOf = (v: Variant) => v.trials.filter((t) => t.clean).length;
+  for (let round = 0; round < 3 * trials && variants.some((v) => cleanOf(v) < trials); round++) {
+    for (const v of variants) {
+      if (cleanOf(v) >= trials) continue;
+      const { trial } = await decodeTrial(v.model, prompt);
+      v.trials.push(trial);
+      if (!trial.clean) await wait();
+    }
+  }
+
+  const rows: Record<string, unknown> = {};
+  const tps: Record<string, number> = {};
+  const base = variants[0]!;
+  for (const v of variants) {
+    const m = summarise(v.trials);
+    tps[v.name] = NEW / m.median_s;
+    const same = v.ids.filter((id, i) => id === base.ids[i]).length;
+    rows[v.name] = {
+      decode_tokens_per_s: tps[v.name], decode_vs_f32: tps[v.name]! / tps.f32!,
+      weight_mb: v.weightBytes / 1e6, weight_vs_f32: v.weightBytes / base.weightBytes,
+      greedy_ids_same_as_f32: `${same}/${v.ids.length}`,
+      median_s: m.median_s, n_trials: m.n_trials, n_clean: m.n_clean, cpu_per_wall: m.cpu_per_wall, other_cores: m.other_cores,
+      quantize_s: quantizeSeconds[v.name] ?? null,
+    };
+  }
+  const llama = skip.includes('llama') ? null : llamaCpp(Math.min(trials, 3));
+  const q8 = llama && !('error' in llama) ? llama.q8_0?.decode_tokens_per_s : undefined;
+  const q4 = llama && !('error' in llama) ? llama.q4_0?.decode_tokens_per_s : undefined;
+  const figures = {
+    machine: machineInfo(), backend: pl.getBackend(), threads: pl.numThreads(),
+    workload: `benchmark Llama (55.98 M parameters), ${PROMPT}-token prompt, ${NEW} greedy decode tokens, contiguous KV cache; linear layers (incl. lm_head) quantized, embeddings and norms float32`,
+    bars: 'int8 >= 1.5x and NF4 >= 2x f32 decode; int8 >= 1.0x llama.cpp Q8_0; NF4 >= 0.8x llama.cpp Q4_0',
+    plinth: rows, llama_cpp: llama,
+    ratios: {
+      int8_vs_f32: tps.int8! / tps.f32!, nf4_vs_f32: tps.nf4! / tps.f32!, nf4_dq_vs_f32: tps['nf4-dq']! / tps.f32!,
+      int8_vs_llama_cpp_q8_0: q8 ? tps.int8! / q8 : null, nf4_vs_llama_cpp_q4_0: q4 ? tps.nf4! / q4 : null,
+    },
+  };
+  const r = figures.ratios;
+  report('quant', figures,
+    `decode tok/s f32 ${fmt(tps.f32!, 0)}, int8 ${fmt(tps.int8!, 0)} (${fmt(r.int8_vs_f32, 2)}x), nf4 ${fmt(tps.nf4!, 0)} (${fmt(r.nf4_vs_f32, 2)}x), ` +
+    `nf4-dq ${fmt(tps['nf4-dq']!, 0)}, bf16 ${fmt(tps.bf16!, 0)}; weights ${variants.map((v) => `${v.name} ${fmt(v.weightBytes / 1e6, 1)} MB`).join(', ')}` +
+    (q8 && q4 ? `; llama.cpp Q8_0 ${fmt(q8, 0)} (int8 ${fmt(r.int8_vs_llama_cpp_q8_0!, 2)}x), Q4_0 ${fmt(q4, 0)} (nf4 ${fmt(r.nf4_vs_llama_cpp_q4_0!, 2)}x)` : ''));
+}
+
+await main();

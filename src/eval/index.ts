@@ -1,0 +1,1 @@
+export { compareModels, type EvalBatch, type QualityResult } from './quality.js';

@@ -113,6 +113,45 @@ export class KVCache {
     return [this.k[layer].slice(2, 0, end), this.v[layer].slice(2, 0, end)];
   }
 
+  /** This cache as a paged pool of B blocks of maxLength positions (block b holds sequence b), for
+   *  a call writing T positions after `length`: the paged kernels then write the new keys and
+   *  values in place and attend over the cache without copying it. */
+  paged(T: number): PagedAttentionInputs {
+    const B = this.batch;
+    const L = this.length;
+    if (L + T > this.maxLength) {
+      throw new ArgumentError(`KV cache is full: ${L} + ${T} tokens exceed its ${this.maxLength} positions`);
+    }
+    // the same for every layer of a forward pass: built once
+    if (this.pagedCall?.length === L && this.pagedCall.T === T) return this.pagedCall.inputs;
+    const positions = new Int32Array(B * T);
+    const slots = new Int32Array(B * T);
+    const queryStart = new Int32Array(B + 1);
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) {
+        positions[b * T + t] = L + t;
+        slots[b * T + t] = b * this.maxLength + L + t;
+      }
+      queryStart[b + 1] = (b + 1) * T;
+    }
+    const inputs: PagedAttentionInputs = {
+      kPools: this.k.map((x) => x.storage as Float32Array),
+      vPools: this.v.map((x) => x.storage as Float32Array),
+      numBlocks: B,
+      blockSize: this.maxLength,
+      positions,
+      slots,
+      blockTables: Int32Array.from({ length: B }, (_, b) => b),
+      maxBlocks: 1,
+      queryStart,
+      contextLens: new Int32Array(B).fill(L + T),
+    };
+    this.pagedCall = { length: L, T, inputs };
+    return inputs;
+  }
+
+  private pagedCall: { length: number; T: number; inputs: PagedAttentionInputs } | null = null;
+
   /** Commits the positions written by the last forward pass. */
   advance(T: number): void {
     this.length += T;
@@ -156,6 +195,9 @@ export function positionIds(meta: AttentionMetadata, T: number, maxPositions: nu
  */
 export function attend(layer: number, q: Tensor, k: Tensor, v: Tensor, meta: AttentionMetadata): Tensor {
   if (meta.paged) return pagedAttend(layer, q, k, v, meta.rope, meta.paged);
+  // inference over a contiguous cache: the same kernels, over the cache viewed as a paged pool
+  const grad = pl.isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
+  if (meta.cache && meta.causal && !meta.mask && !grad) return pagedAttend(layer, q, k, v, meta.rope, meta.cache.paged(q.shape[2]));
   if (meta.rope) {
     q = pl.rope(q, meta.rope.cos, meta.rope.sin);
     k = pl.rope(k, meta.rope.cos, meta.rope.sin);
@@ -169,18 +211,19 @@ export function attend(layer: number, q: Tensor, k: Tensor, v: Tensor, meta: Att
 }
 
 /**
- * attend() over a paged pool: q (1, H, N, D), k and v (1, KVH, N, D) are views of the projections'
- * token-major (N, H·D) outputs, so transposing back is free. Writes this call's keys and values
- * into layer `layer`'s pools, then attends each packed query over its sequence's blocks.
- * Returns (1, H, N, D), a view of a token-major (N, H, D) result (so the output projection's
+ * attend() over a paged pool: q (B, H, T, D), k and v (B, KVH, T, D) are views of the projections'
+ * token-major (B·T, H·D) outputs, so transposing back is free. Its N = B·T token rows are a packed
+ * batch (B = 1) or B sequences of T tokens (a contiguous cache). Writes this call's keys and values
+ * into layer `layer`'s pools, then attends each query over its sequence's blocks.
+ * Returns (B, H, T, D), a view of a token-major (B, T, H, D) result (so the output projection's
  * reshape is free too). Inference only: no gradient.
  */
 function pagedAttend(layer: number, q: Tensor, k: Tensor, v: Tensor, rope: RopeTables | null, p: PagedAttentionInputs): Tensor {
-  const [B, H, N, D] = q.shape;
+  const [B, H, T, D] = q.shape;
+  const N = B * T;
   const KVH = k.shape[1];
-  if (B !== 1) throw new ShapeError(`paged attention takes one packed row of tokens (B = 1), got B = ${B}`);
-  let qt = q.transpose(1, 2); // (1, N, H, D)
-  let kt = k.transpose(1, 2); // (1, N, KVH, D)
+  let qt = q.transpose(1, 2); // (B, T, H, D)
+  let kt = k.transpose(1, 2); // (B, T, KVH, D)
   if (rope) {
     qt = pl.rope(qt, rope.cos, rope.sin, 'BTHD');
     kt = pl.rope(kt, rope.cos, rope.sin, 'BTHD');
@@ -190,7 +233,7 @@ function pagedAttend(layer: number, q: Tensor, k: Tensor, v: Tensor, rope: RopeT
   const S = p.contextLens.length;
   const K = kernels();
   K.pagedKVWrite(kt.data() as FloatArray, v.transpose(1, 2).data() as FloatArray, kPool, vPool, p.slots, N, KVH, D, p.blockSize, p.numBlocks);
-  const out = Tensor.empty([1, N, H, D], q.dtype);
+  const out = Tensor.empty([B, T, H, D], q.dtype);
   K.pagedAttention(qt.data() as FloatArray, kPool, vPool, out.storage as FloatArray, p.blockTables, p.queryStart, p.contextLens,
     S, H, KVH, D, p.blockSize, p.maxBlocks, p.numBlocks, 1 / Math.sqrt(D));
   return out.transpose(1, 2);

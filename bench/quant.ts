@@ -10,7 +10,7 @@
 //
 //   npm run bench -- quant [--trials=N] [--skip=llama]
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +46,7 @@ interface Variant {
   name: string;
   model: pl.CausalLM;
   weightBytes: number;
+  linearBytes: number;
   trials: Trial[];
   ids: number[];
 }
@@ -92,14 +93,17 @@ async function main(): Promise<void> {
 
   const variants: Variant[] = [];
   const f32 = pl.loadModel(dir);
-  variants.push({ name: 'f32', model: f32, weightBytes: pl.weightBytes(f32), trials: [], ids: [] });
+  variants.push({ name: 'f32', model: f32, weightBytes: pl.weightBytes(f32), linearBytes: pl.linearWeightBytes(f32), trials: [], ids: [] });
+  const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const weights = pl.readWeights(dir);
   const quantizeSeconds: Record<string, number> = {};
   for (const method of ['int8', 'nf4', 'nf4-dq', 'bf16'] as const) {
     const t0 = performance.now();
-    const q = pl.quantizeFolder(dir, method);
+    const model = pl.quantizeWeights(config, new Map(weights), method);
     quantizeSeconds[method] = (performance.now() - t0) / 1000;
-    variants.push({ name: method, model: q.model, weightBytes: pl.weightBytes(q.model), trials: [], ids: [] });
+    variants.push({ name: method, model, weightBytes: pl.weightBytes(model), linearBytes: pl.linearWeightBytes(model), trials: [], ids: [] });
   }
+  weights.clear();
 
   for (const v of variants) v.ids = (await decodeTrial(v.model, prompt)).ids; // warm-up
   // Rounds over the variants until each has `trials` clean trials (or 3x that many in all).
@@ -128,6 +132,7 @@ async function main(): Promise<void> {
     rows[v.name] = {
       decode_tokens_per_s: tps[v.name], decode_vs_f32: tps[v.name]! / tps.f32!,
       weight_mb: v.weightBytes / 1e6, weight_vs_f32: v.weightBytes / base.weightBytes,
+      linear_weight_mb: v.linearBytes / 1e6, linear_weight_vs_f32: v.linearBytes / base.linearBytes,
       greedy_ids_same_as_f32: `${same}/${v.ids.length}`,
       median_s: m.median_s, n_trials: m.n_trials, n_clean: m.n_clean, cpu_per_wall: m.cpu_per_wall, other_cores: m.other_cores,
       quantize_s: quantizeSeconds[v.name] ?? null,

@@ -10,7 +10,7 @@ import { ArgumentError } from '../errors.js';
 import { BatchSampler, openDataset } from '../data/index.js';
 import { compareModels, type EvalBatch } from '../eval/index.js';
 import { loadModel } from '../io/index.js';
-import { checkQuantMethod, QUANT_METHODS, quantizeFolder, saveQuantized, weightBytes } from '../quant/index.js';
+import { checkQuantMethod, linearWeightBytes, QUANT_METHODS, quantizeFolder, saveQuantized, weightBytes } from '../quant/index.js';
 
 interface QuantizeOptions {
   model: string;
@@ -64,18 +64,18 @@ export function runQuantEval(o: EvalOptions): void {
   const models = Object.fromEntries(methods.map((m) => [m, quantizeFolder(o.model, m).model]));
   const r = compareModels(reference, models, batches);
   const rows = [
-    { format: 'f32', ...r.reference, weight_bytes: weightBytes(reference) },
-    ...methods.map((m) => ({ format: m, ...r.models[m], weight_bytes: weightBytes(models[m]) })),
+    { format: 'f32', ...r.reference, weight_bytes: weightBytes(reference), linear_bytes: linearWeightBytes(reference) },
+    ...methods.map((m) => ({ format: m, ...r.models[m], weight_bytes: weightBytes(models[m]), linear_bytes: linearWeightBytes(models[m]) })),
   ];
   if (o.json) {
     console.log(JSON.stringify({ tokens: r.reference.tokens, rows }));
     return;
   }
   console.log(`held-out tokens: ${r.reference.tokens.toLocaleString()} (${batches.length} batches of ${o.batchSize} x ${T})`);
-  console.log('format   perplexity  Δppl%   mean KL     p99 KL     top-1 same  weights');
+  console.log('format   perplexity  Δppl%   mean KL     p99 KL     top-1 same  all weights  linear layers');
   for (const row of rows) {
     const dppl = (100 * (row.perplexity - r.reference.perplexity)) / r.reference.perplexity;
-    console.log(`${row.format.padEnd(8)} ${row.perplexity.toFixed(4).padStart(10)}  ${dppl.toFixed(2).padStart(6)}  ${row.meanKL.toExponential(3).padStart(10)}  ${row.p99KL.toExponential(2).padStart(9)}  ${(100 * row.top1Agreement).toFixed(2).padStart(9)}%  ${mb(row.weight_bytes)}`);
+    console.log(`${row.format.padEnd(8)} ${row.perplexity.toFixed(4).padStart(10)}  ${dppl.toFixed(2).padStart(6)}  ${row.meanKL.toExponential(3).padStart(10)}  ${row.p99KL.toExponential(2).padStart(9)}  ${(100 * row.top1Agreement).toFixed(2).padStart(9)}%  ${mb(row.weight_bytes).padStart(11)}  ${mb(row.linear_bytes)} (${(rows[0].linear_bytes / row.linear_bytes).toFixed(2)}x)`);
   }
 }
 

@@ -7,6 +7,6 @@ export {
   quantizedLinearFactory, quantizedLayers, type QuantMethod, type QuantTensors,
 } from './layers.js';
 export {
-  quantizeFolder, saveQuantized, loadQuantized, quantizedStateDict, weightBytes, quantizationConfig, folderQuantMethod,
+  quantizeFolder, quantizeWeights, linearWeightBytes, saveQuantized, loadQuantized, quantizedStateDict, weightBytes, quantizationConfig, folderQuantMethod,
   type QuantizedCheckpoint, type QuantizeProgress, type SaveQuantizedOptions, type QuantizedBuildOptions,
 } from './io.js';

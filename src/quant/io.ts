@@ -7,10 +7,10 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { readWeights, registerFolderLoader, writeFileAtomic, writeSafetensors } from '../io/index.js';
 import { type CausalLM, createModel } from '../models/index.js';
-import type { LinearFactory, Module } from '../nn/index.js';
+import { Conv1D, Linear, type LinearFactory, type Module } from '../nn/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
-import { checkQuantMethod, type QuantMethod, QuantizationError, quantizedLayers, quantizedLinearFactory } from './layers.js';
+import { checkQuantMethod, type QuantMethod, QuantizationError, QuantizedLinear, quantizedLayers, quantizedLinearFactory } from './layers.js';
 
 function readConfig(dir: string): Record<string, unknown> {
   const file = path.join(dir, 'config.json');
@@ -79,24 +79,21 @@ export interface QuantizedBuildOptions {
 }
 
 /**
- * Loads a float folder and quantizes it as the model is built: each linear layer takes its float
- * weight out of the loaded file, quantizes it and drops it, so no float linear weight is ever
- * copied into the model. Other parameters (embeddings, norms, biases) stay float.
+ * Builds `config`'s model quantized from float weights (a name → tensor map, as read from a
+ * folder): each linear layer takes its float weight out of the map as it is built, quantizes it
+ * and drops it, so no float linear weight is ever copied into the model. Other parameters
+ * (embeddings, norms, biases) stay float. The map is left without the linear weights.
  */
-export function quantizeFolder(dir: string, method: QuantMethod, onProgress?: (p: QuantizeProgress) => void, options: QuantizedBuildOptions = {}): QuantizedCheckpoint & { floatBytes: number } {
-  dir = modelDir(dir);
-  const config = readConfig(dir);
-  const already = folderQuantMethod(config);
-  if (already) throw new QuantizationError(`${dir} is already quantized (${already}); quantize the float32 model`);
-  const weights = readWeights(dir);
+export function quantizeWeights(config: Record<string, unknown>, weights: Map<string, Tensor>, method: QuantMethod,
+  onProgress?: (p: QuantizeProgress) => void, options: QuantizedBuildOptions = {}): CausalLM {
   let total = 0;
   for (const t of weights.values()) total += t.size * 4;
   let done = 0;
   const take = (name: string, N: number, K: number): Float32Array => {
     const t = weights.get(name);
-    if (!t) throw new QuantizationError(`${dir}: missing tensor '${name}' (expected shape [${N}, ${K}])`);
+    if (!t) throw new QuantizationError(`missing tensor '${name}' (expected shape [${N}, ${K}])`);
     if (t.shape.length !== 2 || t.shape[0] !== N || t.shape[1] !== K) {
-      throw new QuantizationError(`${dir}: tensor '${name}' has shape [${t.shape.join(', ')}], expected [${N}, ${K}]`);
+      throw new QuantizationError(`tensor '${name}' has shape [${t.shape.join(', ')}], expected [${N}, ${K}]`);
     }
     weights.delete(name);
     done += t.size * 4;
@@ -108,7 +105,20 @@ export function quantizeFolder(dir: string, method: QuantMethod, onProgress?: (p
   model.loadStateDict(weights);
   model.eval();
   onProgress?.({ done: total, total, layer: '' });
-  return { model, method, floatBytes: total, ...folderExtras(dir) };
+  return model;
+}
+
+/** Loads a float folder and quantizes it layer by layer (quantizeWeights). */
+export function quantizeFolder(dir: string, method: QuantMethod, onProgress?: (p: QuantizeProgress) => void, options: QuantizedBuildOptions = {}): QuantizedCheckpoint & { floatBytes: number } {
+  dir = modelDir(dir);
+  const config = readConfig(dir);
+  const already = folderQuantMethod(config);
+  if (already) throw new QuantizationError(`${dir} is already quantized (${already}); quantize the float32 model`);
+  const weights = readWeights(dir);
+  let floatBytes = 0;
+  for (const t of weights.values()) floatBytes += t.size * 4;
+  const model = quantizeWeights(config, weights, method, onProgress, options);
+  return { model, method, floatBytes, ...folderExtras(dir) };
 }
 
 function folderExtras(dir: string): { tokenizer: Tokenizer | null; generationConfig: Record<string, unknown> } {
@@ -129,6 +139,17 @@ export function weightBytes(model: Module): number {
   const layers = quantizedLayers(model);
   let bytes = layers.reduce((s, l) => s + l.weightBytes(), 0);
   for (const t of model.parameters()) bytes += t.size * 4;
+  return bytes;
+}
+
+/** Bytes of a model's linear-layer weights: quantized layers as stored, plain ones as float32
+ *  (a tied output head, which reuses the embedding, counts nothing). */
+export function linearWeightBytes(model: Module): number {
+  let bytes = 0;
+  for (const m of model.modules()) {
+    if (m instanceof QuantizedLinear) bytes += m.weightBytes();
+    else if (m instanceof Linear || m instanceof Conv1D) bytes += m.weight.size * 4;
+  }
   return bytes;
 }
 

@@ -508,6 +508,8 @@ export function parseGGUF(buf: Uint8Array, name = 'GGUF data'): GGUFFile {
     for (let d = 0; d < nDims; d++) ne.push(r.count(`dimension ${d} of '${tname}'`, buf.length * 2));
     const type = r.u32();
     if (!(type in BLOCK)) throw new GGUFError(`${name}: tensor '${tname}' has ggml type ${type}, which Plinth does not read (F32, F16, Q8_0, Q4_0)`);
+    const rowLen = ne[0] ?? 1;
+    if (rowLen % BLOCK[type as GGMLType].size !== 0) throw new GGUFError(`${name}: tensor '${tname}' has rows of ${rowLen} values, not whole ${ggmlTypeName(type)} blocks of ${BLOCK[type as GGMLType].size}`);
     const offset = r.count(`offset of '${tname}'`, buf.length);
     if (offset % alignment !== 0) throw new GGUFError(`${name}: tensor '${tname}' starts at offset ${offset}, not a multiple of the alignment ${alignment}`);
     infos.push({ name: tname, shape: ne.reverse(), type: type as GGMLType, offset });

@@ -140,6 +140,9 @@ test('corrupt files get clear errors', () => {
   const at = badType.indexOf(Buffer.from('t\x01\x00\x00\x00', 'latin1')) + 13; // name, n_dims, ne[0] → type
   badType.writeUInt32LE(99, at);
   assert.throws(() => parseGGUF(badType, 'typed'), (e: Error) => e instanceof GGUFError && /ggml type 99/.test(e.message));
+  const badRow = Buffer.from(good);
+  badRow.writeBigUInt64LE(48n, at - 8);
+  assert.throws(() => parseGGUF(badRow, 'rows'), (e: Error) => e instanceof GGUFError && /rows of 48 values, not whole Q8_0 blocks/.test(e.message));
   assert.throws(() => writeGGUF(path.join(dir, 'x.gguf'), new Map(), [{ name: 't', shape: [2, 30], type: GGMLType.Q4_0, data: () => new Uint8Array(0) }]), /blocks of 32/);
   assert.throws(() => writeGGUF(path.join(dir, 'y.gguf'), new Map([['k', gguf.u32(-1)]]), []), /does not fit/);
   assert.ok(!existsSync(path.join(dir, 'x.gguf')) && !existsSync(path.join(dir, 'y.gguf')));

@@ -6,6 +6,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { ArgumentError } from '../errors.js';
 import { Engine, kvBytesPerBlock, QueueFullError, type EngineEvent, type EngineOptions } from '../infer/index.js';
 import { loadCheckpoint } from '../io/index.js';
+// registers the loader for quantized folders (int8, NF4, bf16/f16), which loadCheckpoint then opens
+import '../quant/index.js';
 import type { CausalLM } from '../models/index.js';
 import type { FromWorker, RejectKind, ToWorker, WorkerData } from './protocol.js';
 

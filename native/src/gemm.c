@@ -403,10 +403,13 @@ typedef struct {
   bool tb, add;
   int64_t unit, units; /* units of work per product */
   int64_t p0;          /* the first product: items are (product, unit) pairs, product-major */
+  int64_t items;
+  int parts;
+  atomic_int next_part; /* parts are claimed one at a time */
 } small_m_job;
 
-static void small_m_range(void* ctx, int64_t begin, int64_t end, int thread) {
-  small_m_job* j = (small_m_job*)ctx;
+/* Items [begin, end). */
+static void small_m_items(small_m_job* j, int64_t begin, int64_t end) {
   while (begin < end) {
     int64_t p = j->p0 + begin / j->units, u0 = begin % j->units;
     int64_t u1 = j->units - u0 < end - begin ? j->units : u0 + (end - begin);
@@ -417,8 +420,23 @@ static void small_m_range(void* ctx, int64_t begin, int64_t end, int thread) {
   }
 }
 
+/* Each thread claims contiguous parts until none are left: on a busy machine a thread that loses
+ * its core holds up one part, not half the product. */
+static void small_m_parts(void* ctx, int64_t begin, int64_t end, int thread) {
+  small_m_job* j = (small_m_job*)ctx;
+  for (;;) {
+    int t = atomic_fetch_add(&j->next_part, 1);
+    if (t >= j->parts) return;
+    small_m_items(j, j->items * t / j->parts, j->items * (t + 1) / j->parts);
+  }
+}
+
+/* Parts per thread for the few-row path: enough for a stalled thread's share to move over, each
+ * still a long run of B (a 512 x 512 matrix splits into parts of 128 KB). */
+#define SMALL_M_PARTS_PER_THREAD 4
+
 /* C_p (M, N) (+)= A_p (M, K; rows lda apart) · op(B_p), op(B) (K, N) stored (N, K) when tb, for each
- * of `batch` products. Threads take contiguous runs of (product, unit) items; when the products
+ * of `batch` products. Threads claim contiguous runs of (product, unit) items; when the products
  * share C (sc < M·N) they run one after another, in order, each split over its units. */
 static void small_m_run(const float* A, int64_t lda, int64_t sa, const float* B, bool tb, int64_t sb, float* C,
                         int64_t sc, int64_t M, int64_t N, int64_t K, int64_t batch, bool acc, int T) {
@@ -432,11 +450,17 @@ static void small_m_run(const float* A, int64_t lda, int64_t sa, const float* B,
   j.unit = tb ? unit_rows : unit_cols;
   j.units = ceil_div(N, j.unit);
   bool shared_c = batch > 1 && sc < M * N;
+  j.items = shared_c ? j.units : batch * j.units;
+  int64_t parts = (int64_t)T * SMALL_M_PARTS_PER_THREAD;
+  j.parts = (int)(j.items < parts ? j.items : parts);
   for (int64_t p = 0; p < (shared_c ? batch : 1); p++) {
-    int64_t items = shared_c ? j.units : batch * j.units;
     j.p0 = p;
-    if (T > 1) pl_parallel_for(items, 1, small_m_range, &j);
-    else small_m_range(&j, 0, items, 0);
+    if (T > 1 && j.parts > 1) {
+      atomic_store(&j.next_part, 0);
+      pl_parallel_for(T, 1, small_m_parts, &j);
+    } else {
+      small_m_items(&j, 0, j.items);
+    }
   }
 }
 
@@ -692,12 +716,6 @@ static bool gemm_run(const float* A, const float* B, float* C, int64_t M, int64_
   }
   pthread_mutex_unlock(&g_ws_lock);
   return ok;
-}
-
-/* The GEMM for other kernels (the quantized layers' dequantized panels): one product of contiguous
- * operands; false when a packing buffer could not be allocated. */
-bool pl_sgemm(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool acc) {
-  return gemm_run(A, B, C, M, N, K, ta, tb, 1, 0, 0, 0, acc);
 }
 
 /* matmul(a, b, c, M, N, K, transA, transB, batch, strideA, strideB, strideC, accumulate) */

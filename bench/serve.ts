@@ -2,7 +2,7 @@
 // hidden 512, 8 layers, 8 heads, 4 KV heads, intermediate 1376, random weights), streaming clients
 // in this process speaking raw SSE over fetch.
 //
-//   npm run bench -- serve [--clients=1,8,32] [--load-clients=64] [--seconds=60]
+//   npm run bench -- serve [--clients=1,8,32] [--load-clients=64] [--seconds=60] [--max-tokens=64] [--trials=3]
 //   (BENCH_SERVE_SECONDS also sets the load test's length)
 //
 // 1. Latency: at each concurrency, every client streams requests (16 random prompt ids, 64 new
@@ -210,12 +210,12 @@ export interface LatencyFigures {
   tokens_per_s: number;
   other_cores: number;
   clean: boolean;
-  /** Runs of this level (a disturbed run is repeated, at most three in all). */
+  /** Runs of this level (a disturbed run is repeated, at most maxTrials in all). */
   n_trials: number;
   server_cpu_per_wall: number;
 }
 
-async function latencyLevel(server: RunningServer, clients: number, requestsPerClient: number, maxTokens: number): Promise<LatencyFigures> {
+async function latencyLevel(server: RunningServer, clients: number, requestsPerClient: number, maxTokens: number, maxTrials: number): Promise<LatencyFigures> {
   const run = () =>
     Promise.all(
       Array.from({ length: clients }, async () => {
@@ -225,7 +225,7 @@ async function latencyLevel(server: RunningServer, clients: number, requestsPerC
       }),
     );
   let figures: LatencyFigures | null = null;
-  for (let trial = 1; trial <= 3; trial++) {
+  for (let trial = 1; trial <= maxTrials; trial++) {
     await waitForQuiet();
     const m = await otherCoresDuring(server.child.pid!, run);
     const results = m.result.flat();
@@ -247,13 +247,16 @@ async function latencyLevel(server: RunningServer, clients: number, requestsPerC
  * Time to first token and inter-token latency (p50/p99, ms) of `plinth serve` over modelDir at
  * each number of concurrent streaming clients (16-token prompts, 64 new tokens, greedy).
  */
-export async function serverLatency(modelDir: string, clients: number[] = [1, 8, 32], options: { maxTokens?: number; /** default: a 256 MB KV pool */ serverArgs?: string[] } = {}): Promise<LatencyFigures[]> {
+export async function serverLatency(modelDir: string, clients: number[] = [1, 8, 32], options: { maxTokens?: number; /** runs of a disturbed level (default 3) */ maxTrials?: number; /** default: a 256 MB KV pool */ serverArgs?: string[] } = {}): Promise<LatencyFigures[]> {
   const server = await startServer(modelDir, options.serverArgs ?? ['--kv-cache-mb', '256']);
   try {
     // Warm up: the first requests page in weights and grow buffers.
     await Promise.all(Array.from({ length: 4 }, () => streamOnce(server.url, 16, 16)));
     const out: LatencyFigures[] = [];
-    for (const c of clients) out.push(await latencyLevel(server, c, Math.max(1, Math.ceil(8 / c)), options.maxTokens ?? 64));
+    for (const c of clients) {
+      out.push(await latencyLevel(server, c, Math.max(1, Math.ceil(8 / c)), options.maxTokens ?? 64, options.maxTrials ?? 3));
+      console.error(`serve: ${JSON.stringify(out.at(-1))}`);
+    }
     return out;
   } finally {
     await server.stop();
@@ -327,7 +330,7 @@ async function main(): Promise<void> {
   // A KV pool big enough for every load-test client at once, small enough to be touched early.
   const serverArgs = ['--kv-cache-mb', '256', '--max-running', String(Math.max(64, loadClients))];
   const dir = benchModelDir();
-  const latency = await serverLatency(dir, clients, { serverArgs });
+  const latency = await serverLatency(dir, clients, { serverArgs, maxTokens: Number(arg('max-tokens') ?? 64), maxTrials: Number(arg('trials') ?? 3) });
   const load = await loadTest(dir, loadClients, seconds, serverArgs);
   const lat = latency.map((l) => `${l.clients} client${l.clients > 1 ? 's' : ''} TTFT ${fmt(l.ttft_p50_ms, 0)}/${fmt(l.ttft_p99_ms, 0)} ms ITL ${fmt(l.itl_p50_ms, 1)}/${fmt(l.itl_p99_ms, 1)} ms${l.clean ? '' : ' (disturbed)'}`);
   report('serve', { machine: machineInfo(), model: 'llama 32000x512, 8 layers, 8 heads, 4 kv heads, random weights', server_args: serverArgs, latency, load },

@@ -33,7 +33,7 @@ export function registerServeCommand(program: Command): void {
     .option('--kv-cache-mb <n>', 'memory for the KV block pool in MB (default: 25% of free memory, at most 2 GB)')
     .option('--max-batch-tokens <n>', 'tokens per engine step (default 512)')
     .option('--max-running <n>', 'sequences decoded together (default 64)')
-    .option('--max-queue <n>', 'requests waiting beyond the running ones before answering 429')
+    .option('--max-queue <n>', 'requests waiting beyond the running ones; more get 429', '256')
     .action(async (o: ServeCliOptions) => {
       if (!o.model) throw new ArgumentError('--model is required: a checkpoint folder such as runs/<name>/checkpoint (`plinth pretrain` makes one)');
       const port = int(o.port, 'port', 0)!;

@@ -47,6 +47,7 @@ export function permuteRope(w: Float32Array, heads: number, cols: number): Float
 /** llama.cpp's name for the pre-tokenizer (tokenizer.ggml.pre) that splits text as Plinth's pattern does. */
 export function ggmlPreTokenizer(model: ByteLevelModel): string {
   const p = model.pre.pattern;
+  if (model.addPrefixSpace) throw new GGUFError('llama.cpp\'s byte-level BPE pre-tokenizers do not add a prefix space; this tokenizer (add_prefix_space) cannot be embedded');
   // llama3's pre-tokenizer also takes a piece that is itself a token whole (ignore_merges); "smaug-bpe"
   // splits with the same expression and always runs the merges.
   if (model.pre.scan === scanCl100k) return model.bpe.ignoreMerges ? 'llama-bpe' : 'smaug-bpe';

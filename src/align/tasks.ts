@@ -1,7 +1,7 @@
 // From data to what the stages train on: built-in task examples and JSONL records as encoded
 // conversations and pairs, and the programmatic reward as a PPO scorer.
 import {
-  taskReward, type InstructionExample, type PreferenceExample, type PreferencePair, type TaskExample,
+  preferencePairs, taskReward, type InstructionExample, type PairKind, type PreferenceExample, type PreferencePair, type TaskExample,
 } from '../data/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import type { EncodedPair } from './reward.js';
@@ -14,8 +14,20 @@ export function fitsContext(tokenizer: Tokenizer, maxPositions: number, reserve 
   return (e) => tokenizer.encode(e.prompt, { addSpecialTokens: false }).length + 12 + reserve <= maxPositions;
 }
 
+/**
+ * Answers of the built-in tasks are written after a space: in the stories every word follows one,
+ * so " blue" is a token the pre-trained model knows while "blue" after the chat template's newline
+ * falls apart into rare pieces ("b", "l", "ue"). Exact match ignores the space.
+ */
+export const ANSWER_PREFIX = ' ';
+
 export function sftExamplesFromTasks(tokenizer: Tokenizer, tasks: readonly TaskExample[]): EncodedExample[] {
-  return tasks.map((e) => encodeConversation(tokenizer, [{ role: 'user', content: e.prompt }, { role: 'assistant', content: e.answer }]));
+  return tasks.map((e) => encodeConversation(tokenizer, [{ role: 'user', content: e.prompt }, { role: 'assistant', content: ANSWER_PREFIX + e.answer }]));
+}
+
+/** Preference pairs of the built-in tasks, encoded (answers after ANSWER_PREFIX). */
+export function pairsFromTasks(tokenizer: Tokenizer, tasks: readonly TaskExample[], kind: PairKind | 'both'): EncodedPair[] {
+  return encodePairs(tokenizer, preferencePairs(tasks, kind).map((p) => ({ ...p, chosen: ANSWER_PREFIX + p.chosen, rejected: ANSWER_PREFIX + p.rejected })));
 }
 
 export function sftExamplesFromRecords(tokenizer: Tokenizer, records: readonly InstructionExample[]): EncodedExample[] {

@@ -2,17 +2,22 @@
 // The `plinth` command: one sub-command per stage of a foundation model's life.
 import { Command } from 'commander';
 import { PlinthError } from '../errors.js';
+import { registerAlignDemoCommand } from './align-demo.js';
 import { registerChatCommand } from './chat.js';
 import { registerDemoCommand } from './demo.js';
+import { registerDPOCommand } from './dpo.js';
 import { registerExportCommands } from './export.js';
 import { registerFinetuneCommand } from './finetune.js';
 import { registerGenerateCommand } from './generate.js';
 import { registerLoraCommands } from './lora.js';
 import { registerPrepareCommand } from './prepare.js';
+import { registerPPOCommand } from './ppo.js';
 import { registerPretrainCommand } from './pretrain.js';
 import { registerQuantizeCommands } from './quantize.js';
+import { registerRewardCommand } from './reward.js';
 import { registerSampleCommand } from './sample.js';
 import { registerServeCommand } from './serve.js';
+import { registerSFTCommand } from './sft.js';
 import { registerTokenizerCommands } from './tokenizer.js';
 
 const program = new Command();
@@ -31,6 +36,11 @@ registerChatCommand(program);
 registerServeCommand(program);
 registerFinetuneCommand(program);
 registerLoraCommands(program);
+registerSFTCommand(program);
+registerRewardCommand(program);
+registerPPOCommand(program);
+registerDPOCommand(program);
+registerAlignDemoCommand(program);
 registerQuantizeCommands(program);
 registerExportCommands(program);
 

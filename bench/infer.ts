@@ -264,13 +264,18 @@ async function main(): Promise<void> {
   }
 
   const files = benchFiles(['f32']);
+  // each side's figures go to stderr as they arrive: on a busy machine the whole run takes long
+  const progress = (name: string, x: unknown) => console.error(`${name}: ${JSON.stringify(x)}`);
   const plinth = runPlinth(files.dir, trials, skip);
+  progress('plinth', plinth);
   const llama = skip.includes('llama') ? null : runLlamaCpp(files.gguf.f32!, trials);
+  progress('llama.cpp', llama);
   const torch = skip.includes('torch') || !findTorchPython()
     ? null
     : runPeer<{ decode_tokens_per_s: number; pp_tokens_per_s: number; prefill_ms: number; greedy_ids: number[] }>('infer.py', {
       dir: files.dir, prompt_ids: prompts().prompt, pp_ids: prompts().pp, new_tokens: NEW, trials, threads: 2,
     });
+  progress('torch', torch);
   let server: unknown = null;
   if (!skip.includes('server')) {
     // bench/serve.ts (the server benchmark) owns the server side; its latency levels run over this folder

@@ -276,7 +276,8 @@ export interface LoadFigures {
   ttft_p99_ms: number;
   itl_p50_ms: number;
   itl_p99_ms: number;
-  /** Server RSS (MB) once the load is under way (after 10% of the time), at the end, and the largest sample. */
+  /** Server RSS (MB) once the load is under way (after 10% of the time), at the end, and the largest sample;
+   *  rss_samples_mb has every fifth one-second sample. */
   rss_start_mb: number;
   rss_end_mb: number;
   rss_max_mb: number;
@@ -318,7 +319,7 @@ export async function loadTest(modelDir: string, clients: number, seconds: numbe
     ttft_p50_ms: percentile(ok.map((r) => r.ttftMs), 50), ttft_p99_ms: percentile(ok.map((r) => r.ttftMs), 99),
     itl_p50_ms: percentile(ok.flatMap((r) => r.gapsMs), 50), itl_p99_ms: percentile(ok.flatMap((r) => r.gapsMs), 99),
     rss_start_mb: start.mb, rss_end_mb: samples.at(-1)!.mb, rss_max_mb: Math.max(...samples.map((s) => s.mb)),
-    rss_samples_mb: samples.map((s) => Math.round(s.mb)), other_cores: m.other_cores, server_cpu_per_wall: m.server_cpu_per_wall,
+    rss_samples_mb: samples.filter((_, i) => i % 5 === 0).map((s) => Math.round(s.mb)), other_cores: m.other_cores, server_cpu_per_wall: m.server_cpu_per_wall,
     exit_code: exitCode,
   };
 }

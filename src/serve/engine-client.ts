@@ -21,6 +21,8 @@ export interface ServingEngine {
   abort(requestId: string): void;
   embed(inputs: number[][]): Promise<Float32Array[]>;
   stats(): Promise<EngineStats>;
+  /** False once the engine has stopped (worker exited or closed). */
+  readonly alive: boolean;
   /** Stats as of the last engine step (no round trip). */
   readonly lastStats: EngineStats | null;
   close(): Promise<void>;
@@ -43,6 +45,10 @@ export class WorkerEngine implements ServingEngine {
 
   private constructor(data: WorkerData) {
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
+  }
+
+  get alive(): boolean {
+    return this.failure === null;
   }
 
   /** Starts the worker and waits until the model is loaded. */

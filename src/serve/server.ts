@@ -96,7 +96,10 @@ export class PlinthServer {
       reply.code(404).send(new ApiError(404, `no route ${req.method} ${req.url}`, null, 'unknown_url').body());
     });
 
-    app.get('/health', async () => ({ status: 'ok' }));
+    app.get('/health', async (_req, reply) => {
+      if (!this.engine.alive) return reply.code(503).send(new ApiError(503, 'the engine has stopped', null, 'engine_stopped').body());
+      return { status: 'ok' };
+    });
     app.get('/v1/models', async () => ({
       object: 'list',
       data: [{ id: this.modelId, object: 'model', created: this.created, owned_by: 'plinth', root: this.modelId, parent: null, max_model_len: this.engine.info.maxPositions }],
@@ -162,9 +165,10 @@ export class PlinthServer {
     );
 
     // Streaming writes go to the raw response; it is opened only once the engine accepted every
-    // sequence, so a full queue or a bad request still gets a proper status code.
+    // sequence, so a full queue or a bad request still gets a proper status code. Events that come
+    // before (one choice's first tokens while another is being added) are sent when it opens.
     const res = reply.raw;
-    let finished = false;
+    let open = false;
     let remaining = choices.length;
     let failure: string | null = null;
     let settle!: () => void;
@@ -190,7 +194,7 @@ export class PlinthServer {
         if (lp) c.logprobs.push(lp);
         const offset = c.text.length;
         c.text += e.text;
-        if (spec.stream && !finished && (e.text !== '' || lp)) sse(res, chunk(this.delta(kind, c.index, e.text, lp ? [lp] : null, offset)));
+        if (open && (e.text !== '' || lp)) sse(res, chunk(this.delta(kind, c.index, e.text, lp ? [lp] : null, offset)));
         return;
       }
       if (e.type === 'done') {
@@ -199,17 +203,17 @@ export class PlinthServer {
         this.metrics.generatedTokens.inc(e.usage.completionTokens);
         if (e.finishReason === 'abort') this.metrics.aborted.inc();
         if (c.index % spec.n === 0) this.metrics.promptTokens.inc(e.usage.promptTokens);
-        if (spec.stream && !finished) {
-          if (e.text !== '') sse(res, chunk(this.delta(kind, c.index, e.text, null, c.text.length)));
-          sse(res, chunk(kind === 'chat' ? { index: c.index, delta: {}, logprobs: null, finish_reason: e.finishReason } : { index: c.index, text: '', logprobs: null, finish_reason: e.finishReason }));
-        }
+        if (open && e.text !== '') sse(res, chunk(this.delta(kind, c.index, e.text, null, c.text.length)));
         c.text += e.text;
+        if (open) sse(res, chunk(finishChoice(c)));
       } else {
         failure = e.message;
       }
       if (--remaining === 0) settle();
     };
 
+    const finishChoice = (c: Choice) =>
+      kind === 'chat' ? { index: c.index, delta: {}, logprobs: null, finish_reason: c.finishReason } : { index: c.index, text: '', logprobs: null, finish_reason: c.finishReason };
     const abortAll = () => {
       for (const c of choices) if (c.finishReason === null) this.engine.abort(c.id);
     };
@@ -227,16 +231,20 @@ export class PlinthServer {
     if (spec.stream) {
       reply.hijack();
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-      if (kind === 'chat') for (const c of choices) sse(res, chunk({ index: c.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
+      for (const c of choices) {
+        if (kind === 'chat') sse(res, chunk({ index: c.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
+        if (c.text !== '' || c.logprobs.length > 0) sse(res, chunk(this.delta(kind, c.index, c.text, spec.params.logprobs === null ? null : c.logprobs, 0)));
+        if (c.finishReason !== null) sse(res, chunk(finishChoice(c)));
+      }
+      open = true;
       await allDone;
+      open = false;
       if (failure) sse(res, new ApiError(500, `generation failed: ${failure}`).body());
       else if (spec.includeUsage) sse(res, { ...chunk({}, this.usage(choices, spec)), choices: [] });
       res.end('data: [DONE]\n\n');
-      finished = true;
       return reply;
     }
     await allDone;
-    finished = true;
     if (failure) throw new ApiError(500, `generation failed: ${failure}`);
     return {
       id,

@@ -42,10 +42,12 @@ test('plinth serve: SIGTERM lets a streaming request finish, then exits 0', asyn
     if (done) break;
     body += decoder.decode(value, { stream: true });
   }
-  assert.match(body, /data: \[DONE\]\n\n$/);
-  assert.match(body, /"finish_reason":"length"/);
-  assert.equal(await exited, 0, err);
-  assert.match(out, /SIGTERM/);
+  const code = await exited;
+  const log = `stdout: ${out}\nstderr: ${err}\nbody: ${body.slice(-300)}`;
+  assert.match(body, /data: \[DONE\]\n\n$/, log);
+  assert.match(body, /"finish_reason":"length"/, log);
+  assert.equal(code, 0, log);
+  assert.match(out, /SIGTERM/, log);
   await assert.rejects(fetch(`${base}/health`));
 });
 

@@ -143,6 +143,32 @@ describe('endpoints', () => {
     assert.equal((await ask(11)).choices[0]!.message.content, r.choices[0]!.message.content);
   });
 
+  test('streamed n > 1: each choice opens with its role and ends with its finish_reason', async () => {
+    const body = { model, messages: [{ role: 'user' as const, content: 'Tell a story.' }], temperature: 1, max_tokens: 10, seed: 5, n: 3, ignore_eos: true };
+    const plain = await client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    const stream = await client.chat.completions.create({ ...body, stream: true } as OpenAI.ChatCompletionCreateParamsStreaming);
+    const seen = new Map<number, { role: boolean; text: string; finish: string | null }>();
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        const s = seen.get(c.index) ?? { role: false, text: '', finish: null };
+        if (c.delta.role) {
+          assert.equal(s.text, '', 'role comes before content');
+          s.role = true;
+        }
+        assert.equal(s.finish, null, 'nothing after finish_reason');
+        s.text += c.delta.content ?? '';
+        s.finish = c.finish_reason ?? null;
+        seen.set(c.index, s);
+      }
+    }
+    assert.deepEqual([...seen.keys()].sort(), [0, 1, 2]);
+    for (const [i, s] of seen) {
+      assert.ok(s.role);
+      assert.equal(s.finish, 'length');
+      assert.equal(s.text, plain.choices[i]!.message.content);
+    }
+  });
+
   test('logprobs: chat top_logprobs and completions integer logprobs', async () => {
     const chat = await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'Hi' }], ...greedy, max_tokens: 5, logprobs: true, top_logprobs: 3 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
     const content = chat.choices[0]!.logprobs!.content!;

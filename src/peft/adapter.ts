@@ -50,6 +50,9 @@ export interface SaveAdapterOptions {
   name?: string;
   /** Recorded as base_model_name_or_path (the base folder or hub name). */
   baseModel?: string | null;
+  /** The config the adapter was made with: its target_modules are recorded as given (a regex
+   *  stays a regex); without it, the module names the adapter covers. */
+  config?: LoraConfig;
 }
 
 function adapterOf(l: LoRALinear, name: string) {
@@ -65,7 +68,7 @@ function recordedTargets(config: LoraConfig | null, layers: LoRALinear[]): strin
 }
 
 /** Writes adapter `name` of `model` as a PEFT folder; returns the folder. */
-export function saveAdapter(model: Module, dir: string, options: SaveAdapterOptions & { config?: LoraConfig } = {}): string {
+export function saveAdapter(model: Module, dir: string, options: SaveAdapterOptions = {}): string {
   const all = loraLayers(model);
   const name = options.name ?? all.find((l) => l.active !== null)?.active ?? 'default';
   const layers = all.filter((l) => l.adapters.has(name));

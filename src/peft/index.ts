@@ -1,7 +1,7 @@
 // Parameter-efficient fine-tuning: LoRA layers, adapters in the PEFT format, merged models.
 export {
-  LoRALinear, loraFactory, loraLayers, addAdapter, setAdapter, markOnlyAdapterTrainable, withoutAdapters, mergeAdapter,
-  unmergeAdapter, adapterNames, baseStateDict, matchesTarget, validateLoraConfig, AdapterError, type LoraConfig, type LoraAdapter,
+  LoRALinear, loraFactory, loraLayers, addAdapter, setAdapter, setAdapterSegments, markOnlyAdapterTrainable, withoutAdapters, mergeAdapter,
+  unmergeAdapter, adapterNames, baseStateDict, matchesTarget, validateLoraConfig, AdapterError, type LoraConfig, type LoraAdapter, type AdapterSegment,
 } from './lora.js';
 export {
   saveAdapter, loadAdapter, readAdapterConfig, AdapterFormatError, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,

@@ -77,6 +77,13 @@ export function validateLoraConfig(config: LoraConfig): void {
   }
 }
 
+/** Token rows [start, end) of a packed batch that apply `adapter` (null: the base alone). */
+export interface AdapterSegment {
+  start: number;
+  end: number;
+  adapter: string | null;
+}
+
 export class LoRALinear extends Module implements LinearLayer {
   readonly inFeatures: number;
   readonly outFeatures: number;
@@ -86,6 +93,7 @@ export class LoRALinear extends Module implements LinearLayer {
   private baseLayer: LinearLayer;
   private activeName: string | null = null;
   private mergedName: string | null = null;
+  private segments: readonly AdapterSegment[] | null = null;
 
   constructor(base: LinearLayer, options: LinearOptions) {
     super(options);
@@ -136,14 +144,41 @@ export class LoRALinear extends Module implements LinearLayer {
     this.activeName = name;
   }
 
+  /** Per-token adapters for a packed batch of several requests (serving many adapters on one
+   *  base at once); null returns to the active adapter. The segments must tile the rows in order. */
+  setSegments(segments: readonly AdapterSegment[] | null): void {
+    if (segments && this.mergedName !== null) throw new AdapterError(`${this.prefix} has adapter '${this.mergedName}' merged: unmerge it to switch adapters per request`);
+    this.segments = segments;
+  }
+
   // h = W0·x + (α/r)·B·A·x
   forward(x: Tensor): Tensor {
     const h = this.baseLayer.forward(x);
+    if (this.segments) return this.forwardSegments(x, h, this.segments);
     const a = this.activeName === null || this.mergedName !== null ? undefined : this.adapters.get(this.activeName);
     if (!a) return h;
     // The scale is applied on the r-wide intermediate, the cheapest place for it.
     const u = pl.mul(pl.linear(pl.dropout(x, a.dropout, this.training), a.A), a.scaling); // (…, r)
     return pl.add(h, pl.linear(u, a.B));
+  }
+
+  private forwardSegments(x: Tensor, h: Tensor, segments: readonly AdapterSegment[]): Tensor {
+    const xf = x.reshape(-1, this.inFeatures); // (M, in): the packed tokens
+    const hf = h.reshape(-1, this.outFeatures);
+    const M = xf.shape[0];
+    let at = 0;
+    const parts = segments.map((s) => {
+      if (s.start !== at || s.end <= s.start || s.end > M) throw new AdapterError(`${this.prefix}: adapter segments must tile the ${M} rows in order; got [${s.start}, ${s.end}) after row ${at}`);
+      at = s.end;
+      const hs = hf.slice(0, s.start, s.end);
+      // No adapter, or one that does not target this layer: the base alone.
+      const a = s.adapter === null ? undefined : this.adapters.get(s.adapter);
+      if (!a) return hs;
+      const u = pl.mul(pl.linear(pl.dropout(xf.slice(0, s.start, s.end), a.dropout, this.training), a.A), a.scaling);
+      return pl.add(hs, pl.linear(u, a.B));
+    });
+    if (at !== M) throw new AdapterError(`${this.prefix}: adapter segments cover ${at} of ${M} rows`);
+    return pl.cat(parts, 0).reshape([...h.shape]);
   }
 
   /** (α/r)·B·A as the base stores its weight: (out, in), or (in, out) for Conv1D. */
@@ -278,6 +313,21 @@ export function withoutAdapters<T>(model: Module, fn: () => T): T {
       if (l.merged === null) l.setAdapter(saved[i]);
     });
   }
+}
+
+/**
+ * Assigns adapters to token rows of the next forward calls (a packed batch holding requests for
+ * different adapters: row r of the flattened (B·T) tokens uses the adapter of its segment); null
+ * goes back to the active adapter. Layers that lack a named adapter compute their base for it,
+ * but a name no layer has is an error.
+ */
+export function setAdapterSegments(model: Module, segments: readonly AdapterSegment[] | null): void {
+  const layers = wrappedLayers(model);
+  if (segments) {
+    const known = new Set(layers.flatMap((l) => [...l.adapters.keys()]));
+    for (const s of segments) if (s.adapter !== null && !known.has(s.adapter)) throw new AdapterError(`the model has no adapter '${s.adapter}' (it has ${[...known].join(', ') || 'none'})`);
+  }
+  for (const l of layers) l.setSegments(segments);
 }
 
 /** Folds the active adapter into the base weights of every layer. */

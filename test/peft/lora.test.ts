@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as pl from '../../src/index.js';
 import {
-  addAdapter, adapterNames, createLoraModel, LoRALinear, loraFactory, loraLayers, mergeAdapter, setAdapter, unmergeAdapter, withoutAdapters,
+  addAdapter, adapterNames, createLoraModel, LoRALinear, loraFactory, loraLayers, mergeAdapter, setAdapter, setAdapterSegments, unmergeAdapter, withoutAdapters,
 } from '../../src/peft/index.js';
 import { AdamW } from '../../src/train/index.js';
 import { assertClose, BACKENDS, withBackend } from '../helpers.js';
@@ -200,4 +200,32 @@ test('several named adapters on one base: switch, disable, train one at a time',
   unmergeAdapter(model);
   setAdapter(model, 'b');
   assertClose(logits(), b, 1e-4, 'adapter b after unmerging a');
+});
+
+test('a packed batch can apply a different adapter to each request\'s tokens', () => {
+  pl.manualSeed(8);
+  const model = createLoraModel(llama, { r: 2, alpha: 4, targetModules: ['q_proj', 'v_proj'] }, { name: 'a' });
+  addAdapter(model, { r: 3, alpha: 3, targetModules: ['v_proj', 'down_proj'] }, 'b');
+  for (const l of loraLayers(model)) for (const ad of l.adapters.values()) (ad.B.storage as Float32Array).set(pl.randn(ad.B.shape).data() as Float32Array);
+  model.eval();
+  const names = ['a', null, 'b'] as const;
+  // Three requests packed as 3 + 2 + 4 token rows, as the engine packs a step; one layer that both
+  // adapters target. Each request's rows must equal that request alone with its adapter active.
+  setAdapter(model, 'a');
+  const layer = loraLayers(model).find((l) => l.prefix === 'model.layers.0.self_attn.v_proj')!;
+  const x = pl.randn([9, 16]);
+  setAdapterSegments(model, [{ start: 0, end: 3, adapter: 'a' }, { start: 3, end: 5, adapter: null }, { start: 5, end: 9, adapter: 'b' }]);
+  const packed = layer.forward(x).toFloat32Array();
+  setAdapterSegments(model, null);
+  let at = 0;
+  names.forEach((n, i) => {
+    const rows = [3, 2, 4][i];
+    setAdapter(model, n);
+    assertClose(packed.subarray(at * 8, (at + rows) * 8), layer.forward(x.slice(0, at, at + rows)).toFloat32Array(), 1e-6, `rows of request ${i} (adapter ${n})`);
+    at += rows;
+  });
+  assert.throws(() => setAdapterSegments(model, [{ start: 0, end: 9, adapter: 'c' }]), /no adapter 'c'/);
+  setAdapterSegments(model, [{ start: 0, end: 4, adapter: 'a' }]);
+  assert.throws(() => layer.forward(x), /segments cover 4 of 9 rows/);
+  setAdapterSegments(model, null);
 });

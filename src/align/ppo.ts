@@ -61,9 +61,10 @@ export interface PPOIteration {
   seconds: number;
 }
 
-function rows<T extends Int32Array | Float32Array>(flat: T, index: readonly number[], T: number): T {
-  const out = new (flat.constructor as new (n: number) => T)(index.length * T);
-  index.forEach((r, i) => out.set(flat.subarray(r * T, (r + 1) * T), i * T));
+/** Rows `index` of a (rows, width) array, in that order. */
+function rows<A extends Int32Array | Float32Array>(flat: A, index: readonly number[], width: number): A {
+  const out = new (flat.constructor as new (n: number) => A)(index.length * width);
+  index.forEach((r, i) => out.set(flat.subarray(r * width, (r + 1) * width), i * width));
   return out;
 }
 

@@ -21,7 +21,7 @@ export interface PackedRow {
  * learns to predict the start of the next example). Unused positions are padding with label −100.
  */
 export function packExamples(examples: readonly EncodedExample[], blockSize: number, padId: number): PackedRow[] {
-  const rows: { ex: EncodedExample[] ; length: number }[] = [];
+  const rows: { ex: EncodedExample[]; length: number }[] = [];
   for (const e of examples) {
     if (e.ids.length > blockSize) throw new AlignmentDataError(`an example of ${e.ids.length} tokens does not fit the block size ${blockSize}`);
     let row = rows.find((r) => r.length + e.ids.length <= blockSize);
@@ -75,7 +75,7 @@ export function sft(model: CausalLM, examples: readonly EncodedExample[], o: SFT
   const pack = o.pack ?? true;
   const opt = new StageOptimizer(trainableParameters(model), o);
   // An epoch is a shuffled pass; packed rows are rebuilt from each epoch's order.
-  let queue: SequenceBatch[] = [];
+  const queue: SequenceBatch[] = [];
   const refill = () => {
     const order = rng.sample(examples, examples.length);
     if (pack) {
@@ -119,7 +119,6 @@ export function sft(model: CausalLM, examples: readonly EncodedExample[], o: SFT
     o.onStep?.({ step, loss: l, lr, tokens: n });
   }
   model.eval();
-  queue = [];
   const tail = losses.slice(-Math.max(1, Math.floor(losses.length / 10)));
   return {
     steps: o.steps, loss: tail.reduce((a, x) => a + x, 0) / tail.length, losses,

@@ -718,6 +718,12 @@ static bool gemm_run(const float* A, const float* B, float* C, int64_t M, int64_
   return ok;
 }
 
+/* The GEMM for other kernels (the quantized layers' dequantized panels): one product of contiguous
+ * operands; false when a packing buffer could not be allocated. */
+bool pl_sgemm(const float* A, const float* B, float* C, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool acc) {
+  return gemm_run(A, B, C, M, N, K, ta, tb, 1, 0, 0, 0, acc);
+}
+
 /* matmul(a, b, c, M, N, K, transA, transB, batch, strideA, strideB, strideC, accumulate) */
 static napi_value js_matmul(napi_env env, napi_callback_info info) {
   pl_args a;

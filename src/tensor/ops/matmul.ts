@@ -127,6 +127,20 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 
 /** y = x·Wᵀ + b, the torch.nn.Linear convention: x (…, in), W (out, in), b (out). */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  const K = x.shape[x.ndim - 1];
+  if (weight.ndim === 2 && x.ndim >= 1 && weight.shape[1] === K && K > 0 && x.dtype === weight.dtype &&
+      x.isContiguous() && weight.isContiguous() && !needsGrad(x, weight)) {
+    // Inference on contiguous operands, as in every decode step: one GEMM on the storages, without
+    // the transposed view, reshapes and batch bookkeeping of the general path.
+    checkFloat('linear', x, weight);
+    const N = weight.shape[0];
+    const y = Tensor.empty([...x.shape.slice(0, -1), N], x.dtype);
+    if (y.size > 0) {
+      kernels().matmul(x.view0() as FloatArray, weight.view0() as FloatArray, y.storage as FloatArray,
+        x.size / K, N, K, false, true, 1, 0, 0, 0, false);
+    }
+    return bias ? add(y, bias) : y;
+  }
   const y = matmul(x, transpose(weight, -2, -1));
   return bias ? add(y, bias) : y;
 }

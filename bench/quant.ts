@@ -72,15 +72,31 @@ async function decodeTrial(model: pl.CausalLM, prompt: number[]): Promise<{ tria
   return { trial, ids };
 }
 
-/** llama.cpp decode on Q8_0 and Q4_0 exports of the same weights (bench/infer.ts in a child process). */
-function llamaCpp(trials: number): Record<string, { decode_tokens_per_s: number; n_clean?: number }> | { error: string } {
+/**
+ * llama.cpp decode on Q8_0 and Q4_0 exports of the same weights: bench/infer.ts's llama.cpp worker
+ * (its own process, UV_THREADPOOL_SIZE=1, 2 threads) on each file; `infer.ts --gguf` exports the
+ * files first when they are missing.
+ */
+function llamaCpp(dir: string, trials: number): Record<string, { decode_tokens_per_s: number; n_clean?: number }> | { error: string } {
   const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'infer.js');
-  const r = spawnSync(process.execPath, [script, '--gguf=q8_0,q4_0', `--trials=${trials}`], { encoding: 'utf8', maxBuffer: 1 << 26 });
-  if (r.status !== 0) return { error: `bench/infer.ts --gguf failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}` };
-  const json = r.stdout.slice(r.stdout.indexOf('{'), r.stdout.lastIndexOf('}') + 1);
-  const rows = (JSON.parse(json) as { llama_cpp: Record<string, { decode_tokens_per_s: number; decode?: { n_clean: number } }> }).llama_cpp;
+  const files = { q8_0: path.join(path.dirname(dir), 'model-q8_0.gguf'), q4_0: path.join(path.dirname(dir), 'model-q4_0.gguf') };
   const out: Record<string, { decode_tokens_per_s: number; n_clean?: number }> = {};
-  for (const [k, v] of Object.entries(rows)) out[k] = { decode_tokens_per_s: v.decode_tokens_per_s, n_clean: v.decode?.n_clean };
+  if (!existsSync(files.q8_0) || !existsSync(files.q4_0)) {
+    const r = spawnSync(process.execPath, [script, '--gguf=q8_0,q4_0', `--trials=${trials}`], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    if (r.status !== 0) return { error: `bench/infer.ts --gguf failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}` };
+    const json = r.stdout.slice(r.stdout.indexOf('{'), r.stdout.lastIndexOf('}') + 1);
+    const rows = (JSON.parse(json) as { llama_cpp: Record<string, { decode_tokens_per_s: number; decode?: { n_clean: number } }> }).llama_cpp;
+    for (const [k, v] of Object.entries(rows)) out[k] = { decode_tokens_per_s: v.decode_tokens_per_s, n_clean: v.decode?.n_clean };
+    return out;
+  }
+  for (const [type, file] of Object.entries(files)) {
+    const r = spawnSync(process.execPath, [script, '--worker=llama', `--gguf-file=${file}`, `--trials=${trials}`, '--only-decode'], {
+      encoding: 'utf8', env: { ...process.env, UV_THREADPOOL_SIZE: '1' }, maxBuffer: 1 << 26,
+    });
+    if (r.status !== 0) return { error: `llama.cpp worker failed on ${type}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}` };
+    const row = JSON.parse(r.stdout.trim().split('\n').pop()!) as { decode_tokens_per_s: number; decode: { n_clean: number } };
+    out[type] = { decode_tokens_per_s: row.decode_tokens_per_s, n_clean: row.decode.n_clean };
+  }
   return out;
 }
 
@@ -138,7 +154,9 @@ async function main(): Promise<void> {
       quantize_s: quantizeSeconds[v.name] ?? null,
     };
   }
-  const llama = skip.includes('llama') ? null : llamaCpp(Math.min(trials, 3));
+  // Plinth's figures first (stderr), in case the llama.cpp side takes long on a busy machine.
+  console.error(`plinth decode tok/s: ${variants.map((v) => `${v.name} ${fmt(tps[v.name]!, 1)}`).join(', ')}`);
+  const llama = skip.includes('llama') ? null : llamaCpp(dir, trials);
   const q8 = llama && !('error' in llama) ? llama.q8_0?.decode_tokens_per_s : undefined;
   const q4 = llama && !('error' in llama) ? llama.q4_0?.decode_tokens_per_s : undefined;
   const figures = {

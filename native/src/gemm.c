@@ -390,11 +390,10 @@ static small_m_fn select_small_m(int64_t* unit_rows, int64_t* unit_cols) {
   return small_m_scalar;
 }
 
-/* Up to this many rows of A (not transposed) B is read in place: 1.5-2.4x the packed path from 8
- * to 16 rows on one core; with two threads the packed path is already 1.2-3.6x faster at 32 rows
- * (decode projections of 32 sequences), where the product is bound by arithmetic rather than by
- * reading B. */
-#define SMALL_M_MAX 16
+/* Up to this many rows of A (not transposed) B is read in place. Measured on one core: 1.5-2.4x
+ * the packed path from 8 to 16 rows, 1.0-1.5x at 32, even at 64, where the product is bound by
+ * arithmetic rather than by reading B. */
+#define SMALL_M_MAX 32
 
 typedef struct {
   small_m_fn fn;

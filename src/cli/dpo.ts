@@ -2,13 +2,12 @@
 // reference log-probabilities computed once up front; measures held-out exact match, reward and
 // KL to the starting model.
 import type { Command } from 'commander';
-import { readPreferenceFile } from '../data/index.js';
-import { dpo, encodePairs, evaluateChat, pairsFromTasks, referenceLogProbs } from '../align/index.js';
+import { dpo, evaluateChat, referenceLogProbs } from '../align/index.js';
 import { manualSeed } from '../tensor/index.js';
 import {
-  EVAL_SPLIT, int, loadChatModel, num, parseKinds, pct, referenceFor, saveChatModel, tasksFor, TRAIN_SPLIT,
+  EVAL_SPLIT, int, loadChatModel, num, parseKinds, pct, referenceFor, saveChatModel, tasksFor,
 } from './align-shared.js';
-import { pairKindOf, preferenceOptions, type PreferenceCliOptions } from './reward.js';
+import { preferenceOptions, trainingPairs, type PreferenceCliOptions } from './reward.js';
 
 interface DPOCliOptions extends PreferenceCliOptions {
   beta: string;
@@ -21,14 +20,7 @@ export function runDPO(o: DPOCliOptions): void {
   manualSeed(seed);
   const cm = loadChatModel(o.model, o);
   const kinds = parseKinds(o.kinds);
-  let pairs;
-  if (o.data) {
-    const { records, problems } = readPreferenceFile(o.data, { onError: o.onError === 'skip' ? 'skip' : 'reject' });
-    for (const p of problems) say(`skipped ${o.data} line ${p.line}: ${p.message}`);
-    pairs = encodePairs(cm.tokenizer, records);
-  } else {
-    pairs = pairsFromTasks(cm.tokenizer, tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds), pairKindOf(o.pairs));
-  }
+  const pairs = trainingPairs(cm, o, kinds, say);
   const reference = referenceFor(cm);
   const ref = referenceLogProbs(reference, pairs, cm.endId);
   const steps = int(o.steps, 'steps', 60);

@@ -2,13 +2,13 @@
 // with the Bradley–Terry loss on preference pairs (JSONL, or built-in pairs), with held-out
 // pairwise accuracy.
 import type { Command } from 'commander';
-import { readPreferenceFile, type PairKind } from '../data/index.js';
-import { encodePairs, pairsFromTasks, pairwiseAccuracy, RewardModel, trainRewardModel } from '../align/index.js';
+import { readPreferenceFile, type PairKind, type TaskKind } from '../data/index.js';
+import { encodePairs, type EncodedPair, pairsFromTasks, pairwiseAccuracy, RewardModel, trainRewardModel } from '../align/index.js';
 import { mergedModel } from '../peft/index.js';
 import { ArgumentError } from '../errors.js';
 import { manualSeed } from '../tensor/index.js';
 import {
-  EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, tasksFor, TRAIN_SPLIT, type LoraOptions,
+  type ChatModel, EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, tasksFor, TRAIN_SPLIT, type LoraOptions,
 } from './align-shared.js';
 
 export interface PreferenceCliOptions extends LoraOptions {
@@ -32,6 +32,16 @@ export function pairKindOf(v: string): PairKind | 'both' {
   return v;
 }
 
+/** The training pairs of a preference stage: from --data (bad lines reported) or the built-in tasks. */
+export function trainingPairs(cm: ChatModel, o: PreferenceCliOptions, kinds: TaskKind[], say: (s: string) => void): EncodedPair[] {
+  if (o.data) {
+    const { records, problems } = readPreferenceFile(o.data, { onError: o.onError === 'skip' ? 'skip' : 'reject' });
+    for (const p of problems) say(`skipped ${o.data} line ${p.line}: ${p.message}`);
+    return encodePairs(cm.tokenizer, records);
+  }
+  return pairsFromTasks(cm.tokenizer, tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds), pairKindOf(o.pairs));
+}
+
 export function runReward(o: PreferenceCliOptions): void {
   const say = (s: string) => { if (!o.json) console.log(s); };
   const t0 = performance.now();
@@ -40,14 +50,7 @@ export function runReward(o: PreferenceCliOptions): void {
   const cm = loadChatModel(o.model, o);
   const kinds = parseKinds(o.kinds);
   const kind = pairKindOf(o.pairs);
-  let pairs;
-  if (o.data) {
-    const { records, problems } = readPreferenceFile(o.data, { onError: o.onError === 'skip' ? 'skip' : 'reject' });
-    for (const p of problems) say(`skipped ${o.data} line ${p.line}: ${p.message}`);
-    pairs = encodePairs(cm.tokenizer, records);
-  } else {
-    pairs = pairsFromTasks(cm.tokenizer, tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds), kind);
-  }
+  const pairs = trainingPairs(cm, o, kinds, say);
   const rm = new RewardModel(cm.model);
   const steps = int(o.steps, 'steps', 100);
   say(`reward model on ${pairs.length} pairs${o.data ? ` from ${o.data}` : ` (built-in, ${kind})`}: ${steps} steps`);

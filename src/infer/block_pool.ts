@@ -21,6 +21,12 @@ export function blockHash(parent: string | null, tokens: ArrayLike<number>, star
   return h.digest('hex').slice(0, 32);
 }
 
+/** The parent of a sequence's first block hash: none for the base model; for a LoRA adapter a
+ *  string that is never a block hash (those are hex), so no block is shared across adapters. */
+export function adapterRoot(adapter: string | null): string | null {
+  return adapter === null ? null : `lora:${adapter}`;
+}
+
 /** The KV bytes one block takes: keys and values, every layer, float32. */
 export function kvBytesPerBlock(layers: number, kvHeads: number, blockSize: number, headDim: number): number {
   return 2 * layers * kvHeads * blockSize * headDim * 4;

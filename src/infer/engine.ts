@@ -8,6 +8,7 @@ import { freemem } from 'node:os';
 import { ArgumentError, PlinthError } from '../errors.js';
 import type { CausalLM } from '../models/index.js';
 import type { PagedAttentionInputs } from '../nn/index.js';
+import { adapterNames, type AdapterSegment, type LoRALinear, loraLayers, setAdapterSegments } from '../peft/index.js';
 import { noGrad, randomInt, Tensor, uniformAt } from '../tensor/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import { BlockPool, kvBytesPerBlock } from './block_pool.js';
@@ -23,6 +24,8 @@ export interface GenerationRequest {
   id: string;
   promptIds: number[];
   params: SamplingParams;
+  /** The LoRA adapter this request runs with (one of Engine.adapters); absent or null: the base model. */
+  adapter?: string | null;
 }
 
 export type EngineEvent =
@@ -157,6 +160,7 @@ interface Request {
   stopIds: Set<number>;
   stream: TextStream;
   onEvent: (e: EngineEvent) => void;
+  adapter: string | null;
 }
 
 /** A grow-only Int32Array whose first n entries are handed out as a subarray. */
@@ -182,6 +186,13 @@ export class Engine {
   private readonly sampler: Sampler;
   private readonly maxWaiting: number;
   private readonly eosIds: number[];
+  /** The LoRA adapters requests can name: those the model has (adapterNames). */
+  readonly adapters: readonly string[];
+  private readonly loraLayers: LoRALinear[];
+  /** LoRA layers of the output head: they see only the rows that need logits. */
+  private readonly headLayers: LoRALinear[];
+  /** Requests in flight that name an adapter; while none does, a step costs what it costs without LoRA. */
+  private adapterRequests = 0;
   // The packed batch, reused every step.
   private readonly ids = new IntBuffer();
   private readonly positions = new IntBuffer();
@@ -226,6 +237,12 @@ export class Engine {
     const eot = tokenizer.tokenToId('<|endoftext|>');
     if (eot !== undefined) eos.add(eot);
     this.eosIds = [...eos];
+    this.loraLayers = loraLayers(model);
+    this.headLayers = this.loraLayers.filter((l) => l.prefix === 'lm_head');
+    this.adapters = adapterNames(model);
+    // A request without an adapter gets the base model, so an adapter left active on the model (as
+    // loading one leaves it) is switched off; the requests choose theirs.
+    for (const l of this.loraLayers) if (l.merged === null) l.setAdapter(null);
   }
 
   get hasWork(): boolean {
@@ -248,6 +265,8 @@ export class Engine {
     if (this.requests.has(id)) throw new ArgumentError(`request id ${id} is already in use`);
     const params = samplingParams(request.params);
     this.checkIds(promptIds, `request ${id}`);
+    const adapter = request.adapter ?? null;
+    if (adapter !== null) this.checkAdapter(adapter, `request ${id}`);
     const total = promptIds.length + params.maxTokens;
     if (total > this.model.maxPositions) {
       throw new ArgumentError(`request ${id}: ${promptIds.length} prompt tokens + ${params.maxTokens} new tokens exceed the model's context of ${this.model.maxPositions}`);
@@ -256,10 +275,11 @@ export class Engine {
       throw new ArgumentError(`request ${id}: ${total} tokens need ${this.scheduler.blocksFor(total)} KV blocks; the cache has ${this.numBlocks}`);
     }
     if (this.scheduler.waiting.length >= this.maxWaiting) throw new QueueFullError(`the queue is full (${this.maxWaiting} requests waiting)`);
-    const seq = new Sequence(id, promptIds);
+    const seq = new Sequence(id, promptIds, adapter);
     const stopIds = new Set([...params.stopTokenIds, ...(params.ignoreEos ? [] : this.eosIds)]);
     const seed = params.seed ?? randomInt(2 ** 32);
-    this.requests.set(id, { seq, params, seed, stopIds, stream: new TextStream(this.tokenizer, promptIds, params.stop), onEvent });
+    this.requests.set(id, { seq, params, seed, stopIds, stream: new TextStream(this.tokenizer, promptIds, params.stop), onEvent, adapter });
+    if (adapter !== null) this.adapterRequests++;
     this.scheduler.add(seq);
   }
 
@@ -277,8 +297,10 @@ export class Engine {
     if (plan.chunks.length === 0) return;
     for (const [from, to] of plan.copies) this.copyBlock(from, to);
     const { inputs, paged, logitRows } = this.pack(plan);
+    const lora = this.adapterRequests > 0;
     let logits: Float32Array;
     try {
+      if (lora) this.adapterSegments(plan);
       logits = noGrad(() => this.model.forward(inputs, { paged, logitRows }).logits.data() as Float32Array);
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
@@ -286,6 +308,8 @@ export class Engine {
       for (const r of failed) this.finish(r);
       for (const r of failed) r.onEvent({ type: 'error', requestId: r.seq.id, message });
       return;
+    } finally {
+      if (lora) this.useAdapters(null, null);
     }
     this.scheduler.commit(plan);
     const V = this.model.vocabSize;
@@ -310,13 +334,21 @@ export class Engine {
     if (failure !== null) throw failure;
   }
 
-  /** Mean-pooled final hidden states (after the final norm) of one uncached pass, L2-normalised. */
-  embed(ids: number[]): Float32Array {
+  /** Mean-pooled final hidden states (after the final norm) of one uncached pass, L2-normalised;
+   *  through a LoRA adapter when one is named. */
+  embed(ids: number[], adapter: string | null = null): Float32Array {
     this.checkIds(ids, 'embed');
     if (ids.length > this.model.maxPositions) throw new ArgumentError(`embed: ${ids.length} tokens exceed the model's context of ${this.model.maxPositions}`);
+    if (adapter !== null) this.checkAdapter(adapter, 'embed');
     const h = noGrad(() => {
       const input = new Tensor(Int32Array.from(ids), [1, ids.length], 'i32');
-      return this.model.forward(input, { outputLastHiddenState: true, logitRows: new Int32Array(0) }).lastHiddenState!;
+      if (adapter === null) return this.model.forward(input, { outputLastHiddenState: true, logitRows: new Int32Array(0) }).lastHiddenState!;
+      this.useAdapters([{ start: 0, end: ids.length, adapter }], null);
+      try {
+        return this.model.forward(input, { outputLastHiddenState: true, logitRows: new Int32Array(0) }).lastHiddenState!;
+      } finally {
+        this.useAdapters(null, null);
+      }
     });
     const [, T, C] = h.shape;
     const x = h.data() as Float32Array;
@@ -334,6 +366,46 @@ export class Engine {
     for (const t of ids) {
       if (!Number.isInteger(t) || t < 0 || t >= V) throw new ArgumentError(`${what}: token id ${t} is outside the vocabulary [0, ${V})`);
     }
+  }
+
+  private checkAdapter(name: unknown, what: string): void {
+    if (typeof name !== 'string' || !this.adapters.includes(name)) {
+      const have = this.adapters.length > 0 ? `it has ${this.adapters.map((a) => `'${a}'`).join(', ')}` : 'it has none';
+      throw new ArgumentError(`${what}: the model has no LoRA adapter ${JSON.stringify(name)} (${have})`);
+    }
+    const merged = this.loraLayers.find((l) => l.merged !== null);
+    if (merged) throw new ArgumentError(`${what}: adapter '${merged.merged}' is merged into the model's weights; unmerge it to run adapters per request`);
+  }
+
+  /** Adapter segments for the packed rows of every LoRA layer, and for the output head's rows (the
+   *  sampled ones); null goes back to the model's active adapter. */
+  private useAdapters(rows: AdapterSegment[] | null, heads: AdapterSegment[] | null): void {
+    setAdapterSegments(this.model, rows);
+    for (const l of this.headLayers) l.setSegments(heads);
+  }
+
+  /** Each chunk's rows through its request's adapter; neighbouring chunks of one adapter share a segment. */
+  private adapterSegments(plan: SchedulerStep): void {
+    const rows: AdapterSegment[] = [];
+    const heads: AdapterSegment[] = [];
+    const extend = (segments: AdapterSegment[], start: number, end: number, adapter: string | null) => {
+      const last = segments.at(-1);
+      if (last && last.adapter === adapter) last.end = end;
+      else segments.push({ start, end, adapter });
+    };
+    let n = 0;
+    let h = 0;
+    for (const c of plan.chunks) {
+      const { adapter } = this.requests.get(c.seq.id)!;
+      extend(rows, n, n + c.count, adapter);
+      n += c.count;
+      if (c.sample) {
+        extend(heads, h, h + 1, adapter);
+        h++;
+      }
+    }
+    // A step whose chunks all stop short of their last token computes no logits: the head sees no rows.
+    this.useAdapters(rows, heads.length > 0 ? heads : null);
   }
 
   /** Block `from` → block `to` in every layer's key and value pools (copy-on-write). */
@@ -413,7 +485,7 @@ export class Engine {
 
   private finish(r: Request): void {
     this.scheduler.finish(r.seq);
-    this.requests.delete(r.seq.id);
+    if (this.requests.delete(r.seq.id) && r.adapter !== null) this.adapterRequests--;
   }
 
   private doneEvent(r: Request, finishReason: 'stop' | 'length' | 'abort', text: string): EngineEvent {

@@ -7,7 +7,7 @@
 // waits at the front of the queue, to be recomputed from its prompt and the tokens it already
 // generated (its full blocks usually survive in the prefix cache). Nothing here runs a model.
 import { ArgumentError } from '../errors.js';
-import { BlockPool, blockHash } from './block_pool.js';
+import { adapterRoot, BlockPool, blockHash } from './block_pool.js';
 
 export type SequenceStatus = 'waiting' | 'running' | 'finished';
 
@@ -31,7 +31,9 @@ export class Sequence {
   /** Full blocks of the block table already offered to the prefix cache. */
   registered = 0;
 
-  constructor(readonly id: string, prompt: readonly number[]) {
+  /** The LoRA adapter the sequence runs with (null: the base model). Its keys and values differ
+   *  from the base's for the same tokens, so its block hashes chain from a root of their own. */
+  constructor(readonly id: string, prompt: readonly number[], readonly adapter: string | null = null) {
     if (prompt.length === 0) throw new ArgumentError(`request ${id}: the prompt is empty`);
     this.tokens = Array.from(prompt);
     this.promptLength = prompt.length;
@@ -45,7 +47,7 @@ export class Sequence {
   hashOf(i: number, blockSize: number): string {
     while (this.hashes.length <= i) {
       const j = this.hashes.length;
-      this.hashes.push(blockHash(j === 0 ? null : this.hashes[j - 1], this.tokens, j * blockSize, (j + 1) * blockSize));
+      this.hashes.push(blockHash(j === 0 ? adapterRoot(this.adapter) : this.hashes[j - 1], this.tokens, j * blockSize, (j + 1) * blockSize));
     }
     return this.hashes[i];
   }

@@ -5,3 +5,4 @@ export { Scheduler, Sequence, type ScheduledChunk, type SchedulerOptions, type S
 export {
   Engine, QueueFullError, TextStream, type EngineEvent, type EngineOptions, type EngineStats, type GenerationRequest,
 } from './engine.js';
+export { engineGenerator, type EngineGeneratorOptions } from './rollouts.js';

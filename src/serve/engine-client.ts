@@ -4,7 +4,7 @@
 import { Worker } from 'node:worker_threads';
 import { PlinthError } from '../errors.js';
 import type { EngineEvent, EngineOptions, GenerationRequest } from '../infer/index.js';
-import type { EngineStats, FromWorker, ModelInfo, RejectKind, ToWorker, WorkerData } from './protocol.js';
+import type { EngineStats, FromWorker, LoraModule, ModelInfo, RejectKind, ToWorker, WorkerData } from './protocol.js';
 
 /** The engine turned a request down: bad arguments (400), a full queue (429) or an internal failure. */
 export class EngineRejectedError extends PlinthError {
@@ -19,7 +19,8 @@ export interface ServingEngine {
   add(request: GenerationRequest, onEvent: (e: EngineEvent) => void): Promise<void>;
   /** Stops a request and frees its blocks; its 'done' event (finishReason 'abort') still arrives. */
   abort(requestId: string): void;
-  embed(inputs: number[][]): Promise<Float32Array[]>;
+  /** Embeddings through the base model, or through a LoRA adapter of info.adapters. */
+  embed(inputs: number[][], adapter?: string | null): Promise<Float32Array[]>;
   stats(): Promise<EngineStats>;
   /** False once the engine has stopped (worker exited or closed). */
   readonly alive: boolean;
@@ -51,9 +52,9 @@ export class WorkerEngine implements ServingEngine {
     return this.failure === null;
   }
 
-  /** Starts the worker and waits until the model is loaded. */
-  static start(modelDir: string, engineOptions: EngineOptions = {}): Promise<WorkerEngine> {
-    const engine = new WorkerEngine({ modelDir, engineOptions });
+  /** Starts the worker and waits until the model (with its LoRA adapters) is loaded. */
+  static start(modelDir: string, engineOptions: EngineOptions = {}, loras: LoraModule[] = []): Promise<WorkerEngine> {
+    const engine = new WorkerEngine({ modelDir, engineOptions, loras });
     return new Promise((resolve, reject) => {
       engine.worker.on('message', (m: FromWorker) => {
         if (m.type === 'ready') {
@@ -145,8 +146,8 @@ export class WorkerEngine implements ServingEngine {
     });
   }
 
-  embed(inputs: number[][]): Promise<Float32Array[]> {
-    return this.call((callId) => ({ type: 'embed', callId, inputs }));
+  embed(inputs: number[][], adapter: string | null = null): Promise<Float32Array[]> {
+    return this.call((callId) => ({ type: 'embed', callId, inputs, adapter }));
   }
 
   stats(): Promise<EngineStats> {

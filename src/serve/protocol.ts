@@ -9,11 +9,21 @@ export interface ModelInfo {
   modelType: string;
   vocabSize: number;
   maxPositions: number;
+  /** The LoRA adapters requests can name. */
+  adapters: string[];
+}
+
+/** A PEFT adapter folder served under a name. */
+export interface LoraModule {
+  name: string;
+  path: string;
 }
 
 export interface WorkerData {
   modelDir: string;
   engineOptions: EngineOptions;
+  /** Adapters attached to the base at load. */
+  loras: LoraModule[];
 }
 
 /** Why the engine turned a request or call down; the server maps it to an HTTP status. */
@@ -22,7 +32,7 @@ export type RejectKind = 'argument' | 'queue_full' | 'internal';
 export type ToWorker =
   | { type: 'add'; request: GenerationRequest }
   | { type: 'abort'; requestId: string }
-  | { type: 'embed'; callId: number; inputs: number[][] }
+  | { type: 'embed'; callId: number; inputs: number[][]; adapter: string | null }
   | { type: 'stats'; callId: number };
 
 export type FromWorker =

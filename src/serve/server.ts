@@ -8,10 +8,11 @@ import path from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ArgumentError } from '../errors.js';
 import type { EngineEvent, EngineOptions, SamplingParams } from '../infer/index.js';
+import { ADAPTER_CONFIG_FILE } from '../peft/index.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizers/index.js';
 import { EngineRejectedError, WorkerEngine, type ServingEngine } from './engine-client.js';
 import { ServerMetrics } from './metrics.js';
-import type { EngineStats } from './protocol.js';
+import type { EngineStats, LoraModule } from './protocol.js';
 import {
   ApiError, chatPrompt, checkBody, checkModel, completionPrompts, embeddingInputs, encodingFormat, generationSpec,
   maxTokensFor, stopTokenIds, type GenerationSpec,
@@ -22,7 +23,8 @@ export interface ServerOptions {
   engine: ServingEngine;
   tokenizer: Tokenizer;
   generationConfig?: Record<string, unknown>;
-  /** The id clients put in `model` (default 'plinth'). */
+  /** The id clients put in `model` (default 'plinth'); each LoRA adapter of the engine is served as
+   *  `<modelId>:<adapter>`. */
   modelId?: string;
   /** Largest request body in bytes (default 16 MB). */
   bodyLimit?: number;
@@ -60,6 +62,8 @@ export class PlinthServer {
   private readonly tokenizer: Tokenizer;
   private readonly generationConfig: Record<string, unknown>;
   readonly modelId: string;
+  /** Every id `model` can name → the LoRA adapter it runs with (null: the base). */
+  private readonly models: Map<string, string | null>;
   private readonly created = Math.floor(Date.now() / 1000);
   private readonly inFlight = new Set<Promise<unknown>>();
 
@@ -68,6 +72,7 @@ export class PlinthServer {
     this.tokenizer = o.tokenizer;
     this.generationConfig = o.generationConfig ?? {};
     this.modelId = o.modelId ?? 'plinth';
+    this.models = new Map([[this.modelId, null], ...this.engine.info.adapters.map((a): [string, string] => [`${this.modelId}:${a}`, a])]);
     this.metrics = new ServerMetrics(() => this.engine.stats().catch(() => this.engine.lastStats));
     this.app = Fastify({ logger: false, bodyLimit: o.bodyLimit ?? 16 * 1024 * 1024 });
     this.routes();
@@ -100,9 +105,12 @@ export class PlinthServer {
       if (!this.engine.alive) return reply.code(503).send(new ApiError(503, 'the engine has stopped', null, 'engine_stopped').body());
       return { status: 'ok' };
     });
+    // As vLLM lists them: an adapter's parent is the base it runs on.
     app.get('/v1/models', async () => ({
       object: 'list',
-      data: [{ id: this.modelId, object: 'model', created: this.created, owned_by: 'plinth', root: this.modelId, parent: null, max_model_len: this.engine.info.maxPositions }],
+      data: [...this.models].map(([id, adapter]) => ({
+        id, object: 'model', created: this.created, owned_by: 'plinth', root: id, parent: adapter === null ? null : this.modelId, max_model_len: this.engine.info.maxPositions,
+      })),
     }));
     app.get('/metrics', async (_req, reply) => {
       reply.header('content-type', this.metrics.registry.contentType);
@@ -123,10 +131,10 @@ export class PlinthServer {
 
   private async embeddings(req: FastifyRequest): Promise<unknown> {
     const body = checkBody(req.body);
-    const model = checkModel(body, [this.modelId]);
+    const model = checkModel(body, [...this.models.keys()]);
     const format = encodingFormat(body);
     const inputs = embeddingInputs(body, this.tokenizer, this.engine.info.vocabSize, this.engine.info.maxPositions);
-    const vectors = await this.engine.embed(inputs);
+    const vectors = await this.engine.embed(inputs, this.models.get(model));
     const tokens = inputs.reduce((s, ids) => s + ids.length, 0);
     this.metrics.promptTokens.inc(tokens);
     return {
@@ -144,7 +152,8 @@ export class PlinthServer {
   private async generate(kind: Kind, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const start = performance.now();
     const body = checkBody(req.body);
-    const model = checkModel(body, [this.modelId]);
+    const model = checkModel(body, [...this.models.keys()]);
+    const adapter = this.models.get(model)!;
     const { vocabSize, maxPositions } = this.engine.info;
     const prompts = kind === 'chat' ? [chatPrompt(body, this.tokenizer)] : completionPrompts(body, this.tokenizer, this.generationConfig, vocabSize);
     const spec = generationSpec(body, kind, stopTokenIds(this.tokenizer, this.generationConfig, kind === 'chat'));
@@ -160,7 +169,7 @@ export class PlinthServer {
         choices.push({ index, id: `${id}-${index}`, text: '', tokens: 0, logprobs: [], finishReason: null, usage: null, lastTokenAt: 0 });
         // Choices of one request get consecutive seeds, so n > 1 gives n different samples.
         const params: SamplingParams = { ...spec.params, maxTokens: maxTokens[p]!, seed: spec.params.seed === null ? null : spec.params.seed + i };
-        return { id: `${id}-${index}`, promptIds, params };
+        return { id: `${id}-${index}`, promptIds, params, adapter };
       }),
     );
 
@@ -340,6 +349,19 @@ export class PlinthServer {
 export interface ServeOptions extends EngineOptions {
   modelDir: string;
   modelId?: string;
+  /** PEFT adapter folders attached to the base under their names, served as `<modelId>:<name>`. */
+  loras?: LoraModule[];
+}
+
+/** Adapter names must be unique and usable in a model id; each folder must hold a PEFT adapter. */
+function checkLoras(loras: LoraModule[]): void {
+  const seen = new Set<string>();
+  for (const { name, path: dir } of loras) {
+    if (!/^[\w.-]+$/.test(name)) throw new ArgumentError(`LoRA adapter name '${name}' must be letters, digits, '_', '.' or '-'`);
+    if (seen.has(name)) throw new ArgumentError(`LoRA adapter name '${name}' is given twice`);
+    seen.add(name);
+    if (!existsSync(path.join(dir, ADAPTER_CONFIG_FILE))) throw new ArgumentError(`LoRA adapter '${name}': ${dir} has no ${ADAPTER_CONFIG_FILE} (a PEFT adapter folder, as plinth finetune --lora writes)`);
+  }
 }
 
 /** Loads a model folder into an engine worker and builds the server around it (not yet listening). */
@@ -352,6 +374,8 @@ export async function createServer(o: ServeOptions): Promise<PlinthServer> {
   const genFile = path.join(dir, 'generation_config.json');
   const generationConfig = existsSync(genFile) ? (JSON.parse(readFileSync(genFile, 'utf8')) as Record<string, unknown>) : {};
   const engineOptions: EngineOptions = { blockSize: o.blockSize, kvCacheBytes: o.kvCacheBytes, numBlocks: o.numBlocks, maxBatchTokens: o.maxBatchTokens, maxRunning: o.maxRunning, maxWaiting: o.maxWaiting, enablePrefixCaching: o.enablePrefixCaching };
-  const engine = await WorkerEngine.start(dir, engineOptions);
+  const loras = o.loras ?? [];
+  checkLoras(loras);
+  const engine = await WorkerEngine.start(dir, engineOptions, loras);
   return new PlinthServer({ engine, tokenizer, generationConfig, modelId: o.modelId ?? path.basename(path.resolve(o.modelDir)) });
 }

@@ -1,15 +1,19 @@
 // The engine thread: loads the model, owns the Engine, and steps it while there is work. Between
 // steps it yields to its event loop (setImmediate), so add/abort messages that arrived during a
 // step join the very next one — that is continuous batching across the thread boundary.
+import { readFileSync } from 'node:fs';
 import { freemem } from 'node:os';
+import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ArgumentError } from '../errors.js';
 import { Engine, kvBytesPerBlock, QueueFullError, type EngineEvent, type EngineOptions } from '../infer/index.js';
-import { loadCheckpoint } from '../io/index.js';
-// registers the loader for quantized folders (int8, NF4, bf16/f16), which loadCheckpoint then opens
-import '../quant/index.js';
+import { type LoadedModel, loadCheckpoint } from '../io/index.js';
 import type { CausalLM } from '../models/index.js';
-import type { FromWorker, RejectKind, ToWorker, WorkerData } from './protocol.js';
+import { loadAdapter, loraFactory } from '../peft/index.js';
+// Importing quant registers the loader for quantized folders (int8, NF4, bf16/f16), which
+// loadCheckpoint then opens.
+import { folderQuantMethod, loadQuantized } from '../quant/index.js';
+import type { FromWorker, LoraModule, RejectKind, ToWorker, WorkerData } from './protocol.js';
 
 const port = parentPort!;
 const post = (m: FromWorker) => port.postMessage(m);
@@ -30,13 +34,30 @@ function poolOptions(model: CausalLM, o: EngineOptions): EngineOptions {
   return { ...o, numBlocks: Math.max(1, Math.min(useful, budget)) };
 }
 
+/** The base folder, with every linear layer wrapped for LoRA (float or quantized) when adapters
+ *  are served, and each adapter loaded under its name. */
+function loadServed(dir: string, loras: LoraModule[]): LoadedModel {
+  if (loras.length === 0) return loadCheckpoint(dir);
+  const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const loaded = folderQuantMethod(config) ? loadQuantized(dir, { wrap: loraFactory }) : loadCheckpoint(dir, { linearFactory: loraFactory() });
+  for (const l of loras) {
+    try {
+      loadAdapter(loaded.model, l.path, l.name);
+    } catch (e) {
+      throw new ArgumentError(`LoRA adapter '${l.name}' (${l.path}): ${(e as Error).message}`);
+    }
+  }
+  return loaded;
+}
+
 let engine: Engine;
 try {
-  const { modelDir, engineOptions } = workerData as WorkerData;
-  const { model, tokenizer } = loadCheckpoint(modelDir);
+  const { modelDir, engineOptions, loras } = workerData as WorkerData;
+  const { model, tokenizer } = loadServed(modelDir, loras);
   if (!tokenizer) throw new ArgumentError(`${modelDir} has no tokenizer.json`);
   engine = new Engine(model, tokenizer, poolOptions(model, engineOptions));
-  post({ type: 'ready', info: { modelType: model.config.model_type, vocabSize: model.vocabSize, maxPositions: model.maxPositions }, stats: engine.stats() });
+  const info = { modelType: model.config.model_type, vocabSize: model.vocabSize, maxPositions: model.maxPositions, adapters: [...engine.adapters] };
+  post({ type: 'ready', info, stats: engine.stats() });
 } catch (e) {
   post({ type: 'failed', message: (e as Error).message });
   process.exit(1);
@@ -97,7 +118,7 @@ port.on('message', (m: ToWorker) => {
       break;
     case 'embed':
       try {
-        post({ type: 'embeddings', callId: m.callId, vectors: m.inputs.map((ids) => engine.embed(ids)) });
+        post({ type: 'embeddings', callId: m.callId, vectors: m.inputs.map((ids) => engine.embed(ids, m.adapter)) });
       } catch (e) {
         post({ type: 'callFailed', callId: m.callId, kind: kindOf(e), message: (e as Error).message });
       }

@@ -12,6 +12,7 @@ import {
 } from '../align/index.js';
 import { getBackend, numThreads } from '../backend/index.js';
 import { ArgumentError } from '../errors.js';
+import { engineGenerator } from '../infer/index.js';
 import { saveModel } from '../io/index.js';
 import { manualSeed } from '../tensor/index.js';
 import {
@@ -77,7 +78,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   // 0. The pre-trained model, few-shot in plain text.
   manualSeed(seed);
   let ts = clock();
-  const base = evaluateFewShot(cm.model, tokenizer, heldOut, train.slice(0, 200), { shots: 3 });
+  const base = evaluateFewShot(cm.model, tokenizer, heldOut, train.slice(0, 200), { shots: 3, generator: engineGenerator() });
   record('pre-trained (few-shot)', base, (clock() - ts) / 1000, `${base.meanShots.toFixed(1)} shots on average`);
 
   // 1. SFT on the training questions' exact answers.
@@ -92,7 +93,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   saveModel(policy, path.join(o.out, 'sft'), { tokenizer });
   const sftSeconds = (clock() - ts) / 1000;
   manualSeed(seed);
-  record('SFT', evaluateChat(policy, tokenizer, heldOut), sftSeconds);
+  record('SFT', evaluateChat(policy, tokenizer, heldOut, { generator: engineGenerator() }), sftSeconds);
   const reference = frozenReference(frozenCopy(policy));
 
   // 2. Reward model from the SFT model, on preference pairs.
@@ -119,7 +120,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const iterations = int(o.ppoIterations, 'ppo-iterations', 12);
   manualSeed(seed + 1);
   const ppoRun = ppo(ppoPolicy, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, taskScorer(tokenizer, train, stop), {
-    iterations, batchSize: 16, lr: 2e-4, beta: 0.05, maxNewTokens: 12, stopIds: stop, padId: endId, seed,
+    iterations, batchSize: 16, lr: 2e-4, beta: 0.05, maxNewTokens: 12, stopIds: stop, padId: endId, seed, generator: engineGenerator(),
     onIteration: (m) => say(`  iteration ${m.iteration}/${iterations} reward ${m.score.toFixed(3)} KL ${m.kl.toFixed(3)} length ${m.length.toFixed(1)} (${m.seconds.toFixed(1)} s)`),
   });
   saveModel(ppoPolicy, path.join(o.out, 'ppo'), { tokenizer });
@@ -127,7 +128,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   manualSeed(seed);
   const first = ppoRun.iterations[0];
   const last = ppoRun.iterations[ppoRun.iterations.length - 1];
-  record('PPO', evaluateChat(ppoPolicy, tokenizer, heldOut, { reference }), ppoSeconds,
+  record('PPO', evaluateChat(ppoPolicy, tokenizer, heldOut, { reference, generator: engineGenerator() }), ppoSeconds,
     `training reward ${first.score.toFixed(2)} → ${last.score.toFixed(2)}`);
 
   // 4. DPO on preference pairs, from the SFT model.
@@ -145,7 +146,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const dpoSeconds = (clock() - ts) / 1000;
   manualSeed(seed);
   const lastDpo = dpoRun.steps[dpoRun.steps.length - 1];
-  record('DPO', evaluateChat(dpoPolicy, tokenizer, heldOut, { reference }), dpoSeconds, `${pairKind} pairs, final margin ${lastDpo.margin.toFixed(2)}`);
+  record('DPO', evaluateChat(dpoPolicy, tokenizer, heldOut, { reference, generator: engineGenerator() }), dpoSeconds, `${pairKind} pairs, final margin ${lastDpo.margin.toFixed(2)}`);
   // SFT's own KL to itself is 0 by definition; it is the reference of the rows below it.
   rows.find((r) => r.stage === 'SFT')!.kl = 0;
 

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import {
   evaluateChat, ppo, promptsFromTasks, RewardModel, rewardScores, ScalarHead, taskScorer, type Scorer,
 } from '../align/index.js';
+import { engineGenerator } from '../infer/index.js';
 import { manualSeed } from '../tensor/index.js';
 import {
   EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, referenceFor, saveChatModel, tasksFor, TRAIN_SPLIT,
@@ -54,6 +55,7 @@ export function runPPO(o: PPOCliOptions): void {
   const run = ppo(cm.model, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, score, {
     iterations, batchSize: int(o.batchSize, 'batch-size', 16), ppoEpochs: int(o.epochs, 'epochs', 4), lr: num(o.lr, 'lr', 2e-4),
     beta: num(o.beta, 'beta', 0.05), maxNewTokens: int(o.maxNewTokens, 'max-new-tokens', 12), stopIds: stop, padId: cm.endId, seed,
+    generator: engineGenerator(),
     onIteration: (m) => {
       if (o.json) console.log(JSON.stringify(m));
       else console.log(`iteration ${m.iteration}/${iterations}  reward ${m.score.toFixed(3)}  KL ${m.kl.toFixed(3)}  length ${m.length.toFixed(1)}  clipped ${pct(m.clipFraction)}`);
@@ -61,7 +63,7 @@ export function runPPO(o: PPOCliOptions): void {
   });
   saveChatModel(cm, o.out);
   manualSeed(seed);
-  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { reference });
+  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { reference, generator: engineGenerator() });
   const first = run.iterations[0];
   const last = run.iterations[run.iterations.length - 1];
   const seconds = (performance.now() - t0) / 1000;

@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import { readInstructionFile } from '../data/index.js';
 import { evaluateChat, sft, sftExamplesFromRecords, sftExamplesFromTasks } from '../align/index.js';
+import { engineGenerator } from '../infer/index.js';
 import { manualSeed } from '../tensor/index.js';
 import {
   EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, saveChatModel, tasksFor, TRAIN_SPLIT, type LoraOptions,
@@ -51,7 +52,7 @@ export function runSFT(o: SFTCliOptions): void {
   });
   saveChatModel(cm, o.out);
   manualSeed(seed);
-  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { samples: 0 });
+  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { samples: 0, generator: engineGenerator() });
   const seconds = (performance.now() - t0) / 1000;
   if (o.json) console.log(JSON.stringify({ out: o.out, loss: r.loss, accuracy: ev.accuracy, byKind: ev.byKind, seconds }));
   else console.log(`sft: ${steps} steps in ${seconds.toFixed(0)} s — loss ${r.loss.toFixed(3)}, held-out exact match ${pct(ev.accuracy)}; model in ${o.out}`);

@@ -186,7 +186,7 @@ export class Engine {
   private readonly sampler: Sampler;
   private readonly maxWaiting: number;
   private readonly eosIds: number[];
-  /** The LoRA adapters requests can name: those the model has (adapterNames). */
+  /** The LoRA adapters requests can name: those the model has when the engine is built (adapterNames). */
   readonly adapters: readonly string[];
   private readonly loraLayers: LoRALinear[];
   /** LoRA layers of the output head: they see only the rows that need logits. */
@@ -313,14 +313,13 @@ export class Engine {
     }
     this.scheduler.commit(plan);
     const V = this.model.vocabSize;
+    const sampled = plan.chunks.filter((c) => c.sample).map((c) => this.requests.get(c.seq.id)!);
+    const argmax = sampled.some((r) => Sampler.isGreedy(r.params)) ? this.sampler.argmaxRows(logits, sampled.length) : null;
     const events: [Request, EngineEvent][] = [];
-    let row = 0;
-    for (const c of plan.chunks) {
-      if (!c.sample) continue;
-      const r = this.requests.get(c.seq.id)!;
-      this.emitToken(r, logits.subarray(row * V, (row + 1) * V), events);
-      row++;
-    }
+    sampled.forEach((r, row) => {
+      const greedy = argmax !== null && Sampler.isGreedy(r.params) ? argmax[row] : -1;
+      this.emitToken(r, logits.subarray(row * V, (row + 1) * V), greedy, events);
+    });
     // Every event is delivered even if a handler throws (the others' requests must not hang);
     // the first handler error is rethrown after.
     let failure: unknown = null;
@@ -455,11 +454,12 @@ export class Engine {
     };
   }
 
-  /** Samples r's next token from its logits row, updates its text, and queues its events. */
-  private emitToken(r: Request, logits: Float32Array, events: [Request, EngineEvent][]): void {
+  /** Samples r's next token from its logits row (or takes `greedy`, its argmax, when >= 0), updates
+   *  its text, and queues its events. */
+  private emitToken(r: Request, logits: Float32Array, greedy: number, events: [Request, EngineEvent][]): void {
     const { seq, params } = r;
     const u = params.temperature === 0 ? 0 : uniformAt(r.seed, seq.numGenerated);
-    const token = this.sampler.sample(logits, params, seq.tokens, seq.promptLength, u);
+    const token = greedy >= 0 ? greedy : this.sampler.sample(logits, params, seq.tokens, seq.promptLength, u);
     seq.tokens.push(token);
     const event: EngineEvent & { type: 'token' } = { type: 'token', requestId: seq.id, tokenId: token, text: '' };
     if (params.logprobs !== null) {

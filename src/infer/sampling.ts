@@ -141,6 +141,7 @@ export class Sampler {
   private readonly bits: Uint32Array;
   private readonly bucketMass = new Float64Array(BUCKETS);
   private readonly bucketCount = new Int32Array(BUCKETS);
+  private argmax = new Int32Array(64);
 
   constructor(readonly V: number) {
     if (V >= 1 << 20) throw new ArgumentError(`sampling supports vocabularies below 2^20 tokens, got ${V}`);
@@ -254,6 +255,20 @@ export class Sampler {
       if (rest < 0) return at(j);
     }
     return at(count - 1);
+  }
+
+  /** Whether sample() with these parameters is the plain argmax of the logits (greedy, no penalties),
+   *  which argmaxRows gives for many rows at once. */
+  static isGreedy(p: SamplingParams): boolean {
+    return p.temperature === 0 && p.repetitionPenalty === 1 && p.presencePenalty === 0 && p.frequencyPenalty === 0;
+  }
+
+  /** The argmax of each of the first `rows` rows of logits (rows, V), by one backend kernel: a
+   *  batch of greedy sequences costs one call instead of a JavaScript scan of V per sequence. */
+  argmaxRows(logits: Float32Array, rows: number): Int32Array {
+    if (this.argmax.length < rows) this.argmax = new Int32Array(Math.max(rows, 2 * this.argmax.length));
+    kernels().reduce('argmax', logits, this.argmax, rows, this.V, 1);
+    return this.argmax;
   }
 
   private applyPenalties(x: Float32Array, p: SamplingParams, tokens: readonly number[], promptLength: number): void {

@@ -8,6 +8,7 @@ export class ServerMetrics {
   readonly requests = new Counter({ name: 'plinth_requests_total', help: 'HTTP requests by endpoint and status code', labelNames: ['endpoint', 'status'] as const, registers: [this.registry] });
   readonly promptTokens = new Counter({ name: 'plinth_prompt_tokens_total', help: 'Prompt tokens processed', registers: [this.registry] });
   readonly generatedTokens = new Counter({ name: 'plinth_generation_tokens_total', help: 'Tokens generated', registers: [this.registry] });
+  readonly modelRequests = new Counter({ name: 'plinth_model_requests_total', help: 'Generation and embedding requests accepted, by model id (the base or base:adapter)', labelNames: ['model'] as const, registers: [this.registry] });
   readonly aborted = new Counter({ name: 'plinth_aborted_requests_total', help: 'Sequences aborted because their client went away', registers: [this.registry] });
   readonly ttft = new Histogram({
     name: 'plinth_time_to_first_token_seconds',

@@ -135,6 +135,7 @@ export class PlinthServer {
     const format = encodingFormat(body);
     const inputs = embeddingInputs(body, this.tokenizer, this.engine.info.vocabSize, this.engine.info.maxPositions);
     const vectors = await this.engine.embed(inputs, this.models.get(model));
+    this.metrics.modelRequests.inc({ model });
     const tokens = inputs.reduce((s, ids) => s + ids.length, 0);
     this.metrics.promptTokens.inc(tokens);
     return {
@@ -232,6 +233,7 @@ export class PlinthServer {
       for (let i = 0; i < added.length; i++) if (added[i]!.status === 'fulfilled') this.engine.abort(choices[i]!.id);
       throw rejected.reason;
     }
+    this.metrics.modelRequests.inc({ model });
     // 'close' fires when the client goes away, and also after a completed response, when there is nothing left to abort.
     res.once('close', () => {
       if (remaining > 0) abortAll();

@@ -105,6 +105,9 @@ test('an unknown adapter is a 400 naming the model, and the server keeps serving
   await assert.rejects(client.embeddings.create({ model: 'A', input: 'hi' }), (e: Error) => e instanceof OpenAI.BadRequestError);
   const ok = await client.completions.create({ model: 'tiny:B', prompt: 'still', ...greedy, max_tokens: 2 } as OpenAI.CompletionCreateParamsNonStreaming);
   assert.equal(ok.usage!.completion_tokens, 2);
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  assert.match(metrics, /plinth_model_requests_total\{model="tiny:B"\} [1-9]/);
+  assert.doesNotMatch(metrics, /model="tiny:C"/);
 });
 
 test('bad --lora options are named before anything loads', async () => {

@@ -1,12 +1,13 @@
-/* Dequantize-and-multiply with frozen quantized weights: int8 per output channel and 4-bit
- * blockwise codes (bitsandbytes NF4), y = x·Wᵀ and dx = dy·W, never materialising the float W.
+/* Dequantize-and-multiply with frozen weights stored compactly: int8 per output channel, 4-bit
+ * blockwise codes (bitsandbytes NF4) and 16-bit floats (bf16, f16); y = x·Wᵀ and dx = dy·W, never
+ * materialising the float W.
  *
- * A few rows of x (decoding: M = 1, or a small batch): each thread takes a range of W's rows and
- * computes their dot products with up to four rows of x at once, dequantizing in registers, so W
- * streams from memory once in its compact form (int8: 1/4 of the f32 bytes, NF4: ~1/7). NF4 codes
- * are looked up with one permute of the 16-entry table (AVX-512) or two 8-entry permutes and a
- * blend (AVX2). The two codes of a byte are the even and odd elements of a pair, so x is split into
- * its even and odd elements once per call and each byte multiplies both halves directly.
+ * A few rows of x (decoding: M = 1, or a small batch): threads claim tiles of W's rows and compute
+ * their dot products with up to four rows of x at once, dequantizing in registers, so W streams
+ * from memory once in its compact form (bf16: 1/2 of the f32 bytes, int8: 1/4, NF4: ~1/7). NF4
+ * codes are looked up with one permute of the 16-entry table (AVX-512) or two 8-entry permutes and
+ * a blend (AVX2); x is rearranged once per call so that the codes, in the order the lookup yields
+ * them, meet their elements of x directly.
  *
  * Many rows (prefill, training): W is dequantized a panel of rows at a time into a buffer that stays
  * in cache (about 256 KB), and the float GEMM multiplies the panel; the backward does the same with
@@ -14,6 +15,7 @@
  * sets the speed. */
 #include "plinth.h"
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -79,35 +81,6 @@ PL_AVX2 static void i8_dot_avx2(const int8_t* w, const float* const* x, int mc, 
   }
 }
 
-PL_AVX512 static inline __attribute__((always_inline)) void i8_dot_avx512_body(const int8_t* w, const float* const* x, int mc, int64_t K, float* out) {
-  __m512 acc[MAX_ROWS][2];
-  for (int m = 0; m < mc; m++) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(w + k))));
-    __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(w + k + 16))));
-    for (int m = 0; m < mc; m++) {
-      acc[m][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[m] + k), acc[m][0]);
-      acc[m][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x[m] + k + 16), acc[m][1]);
-    }
-  }
-  for (; k < K; k += 16) {
-    __mmask16 mask = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-    __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, w + k)));
-    for (int m = 0; m < mc; m++) acc[m][0] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(mask, x[m] + k), acc[m][0]);
-  }
-  for (int m = 0; m < mc; m++) out[m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]));
-}
-
-/* the row count as a constant, so the accumulators live in registers */
-PL_AVX512 static void i8_dot_avx512(const int8_t* w, const float* const* x, int mc, int64_t K, float* out) {
-  switch (mc) {
-    case 1: i8_dot_avx512_body(w, x, 1, K, out); break;
-    case 2: i8_dot_avx512_body(w, x, 2, K, out); break;
-    case 3: i8_dot_avx512_body(w, x, 3, K, out); break;
-    case 4: i8_dot_avx512_body(w, x, 4, K, out); break;
-  }
-}
 #endif
 
 /* ---- NF4 dot products -------------------------------------------------------------------------
@@ -189,65 +162,393 @@ PL_AVX2 static void nf4_dot_avx2(const uint8_t* packed, const float* absmax, con
   }
 }
 
-PL_AVX512 static inline __attribute__((always_inline)) void nf4_dot_avx512_body(const uint8_t* packed, const float* absmax, const float* code, int64_t row_pair0, int64_t P,
-                                     const float* const* xe, const float* const* xo, int mc, float* out) {
-  const __m512 table = _mm512_loadu_ps(code);
-  const __m512i nib = _mm512_set1_epi32(15);
-  __m512 total[MAX_ROWS];
-  for (int m = 0; m < mc; m++) total[m] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < P;) {
-    int64_t g = row_pair0 + p;
-    int64_t end = p + (PAIRS_PER_BLOCK - g % PAIRS_PER_BLOCK);
-    if (end > P) end = P;
-    __m512 seg[MAX_ROWS];
-    for (int m = 0; m < mc; m++) seg[m] = _mm512_setzero_ps();
-    if (end - p == PAIRS_PER_BLOCK) {
-      /* a whole block: 32 bytes, two independent halves per row of x */
-      __m256i bytes = _mm256_loadu_si256((const __m256i*)(packed + row_pair0 + p));
-      __m512i b0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(bytes));
-      __m512i b1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(bytes, 1));
-      __m512 hi0 = _mm512_permutexvar_ps(_mm512_srli_epi32(b0, 4), table);
-      __m512 lo0 = _mm512_permutexvar_ps(_mm512_and_si512(b0, nib), table);
-      __m512 hi1 = _mm512_permutexvar_ps(_mm512_srli_epi32(b1, 4), table);
-      __m512 lo1 = _mm512_permutexvar_ps(_mm512_and_si512(b1, nib), table);
-      for (int m = 0; m < mc; m++) {
-        __m512 a = _mm512_mul_ps(hi0, _mm512_loadu_ps(xe[m] + p));
-        __m512 c = _mm512_mul_ps(hi1, _mm512_loadu_ps(xe[m] + p + 16));
-        a = _mm512_fmadd_ps(lo0, _mm512_loadu_ps(xo[m] + p), a);
-        c = _mm512_fmadd_ps(lo1, _mm512_loadu_ps(xo[m] + p + 16), c);
-        seg[m] = _mm512_add_ps(a, c);
-      }
-      p = end;
-    }
-    for (; p < end; p += 16) {
-      /* masked-off pairs load x = 0, so their (arbitrary) codes add nothing */
-      __mmask16 mask = end - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (end - p)) - 1);
-      __m512i b = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, packed + row_pair0 + p));
-      __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), table);
-      __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(b, nib), table);
-      for (int m = 0; m < mc; m++) {
-        seg[m] = _mm512_fmadd_ps(hi, _mm512_maskz_loadu_ps(mask, xe[m] + p), seg[m]);
-        seg[m] = _mm512_fmadd_ps(lo, _mm512_maskz_loadu_ps(mask, xo[m] + p), seg[m]);
-      }
-    }
-    p = end;
-    __m512 sv = _mm512_set1_ps(absmax[g / PAIRS_PER_BLOCK]);
-    for (int m = 0; m < mc; m++) total[m] = _mm512_fmadd_ps(seg[m], sv, total[m]);
+#endif
+
+/* ---- row tiles: several rows of W per pass, for every row of x ------------------------------
+ * The decode-speed paths below compute a tile of TILE_ROWS rows of W against up to MAX_ROWS rows
+ * of x in one pass: the rows' independent chains keep the vector units busy, the per-row
+ * reductions and stores are paid once per tile, and the next rows are prefetched across page
+ * boundaries (where the hardware prefetcher stops). */
+#define TILE_ROWS 4
+/* bytes of W fetched ahead of the tile being read: a few tiles, across the next page */
+#define PREFETCH_AHEAD 8192
+
+struct tile_job;
+/* y[m·N + n0 + r] for m < mc, r < nr (nr <= TILE_ROWS) */
+typedef void (*tile_fn)(const struct tile_job* j, int64_t n0, int nr);
+
+typedef struct tile_job {
+  tile_fn tile;
+  const void* w;        /* the weight in its stored form */
+  const float* scale;   /* int8 */
+  const float* absmax;  /* NF4 */
+  const float* code;    /* NF4 */
+  i8_dot_fn i8dot;      /* the one-row kernels behind i8_rows_tile and nf4_rows_tile */
+  nf4_dot_fn nf4dot;
+  const float* x;       /* (mc, ldx): x's rows, rearranged when the kernel needs it */
+  int64_t ldx;
+  float* y;             /* (mc, N) */
+  int mc;
+  int64_t N, K;
+  int64_t tiles;
+  int parts;
+  atomic_int next_part; /* parts are claimed one at a time */
+} tile_job;
+
+static void tile_range(const tile_job* j, int64_t t0, int64_t t1) {
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t n0 = t * TILE_ROWS;
+    j->tile(j, n0, (int)(j->N - n0 < TILE_ROWS ? j->N - n0 : TILE_ROWS));
   }
-  for (int m = 0; m < mc; m++) out[m] = _mm512_reduce_add_ps(total[m]);
+}
+
+/* Threads claim contiguous parts until none are left: on a busy machine a thread that loses its
+ * core holds up one part, not half the product. */
+static void tile_parts(void* ctx, int64_t begin, int64_t end, int thread) {
+  tile_job* j = (tile_job*)ctx;
+  for (;;) {
+    int t = atomic_fetch_add(&j->next_part, 1);
+    if (t >= j->parts) return;
+    tile_range(j, j->tiles * t / j->parts, j->tiles * (t + 1) / j->parts);
+  }
+}
+
+/* Matrix-vector products are memory bound: split them over threads from this many weights on. */
+#define DOT_PARALLEL_MIN (1 << 15)
+#define PARTS_PER_THREAD 4
+
+static void tile_run(tile_job* j) {
+  j->tiles = (j->N + TILE_ROWS - 1) / TILE_ROWS;
+  int T = pl_num_threads();
+  int64_t parts = (int64_t)T * PARTS_PER_THREAD;
+  j->parts = (int)(j->tiles < parts ? j->tiles : parts);
+  if (T > 1 && j->parts > 1 && j->N * j->K >= DOT_PARALLEL_MIN) {
+    atomic_store(&j->next_part, 0);
+    pl_parallel_for(T, 1, tile_parts, j);
+  } else {
+    tile_range(j, 0, j->tiles);
+  }
+}
+
+/* One row of W at a time through the one-row kernels (AVX2 and scalar, whose 16 registers hold
+ * no more accumulators). x holds each row's even elements, then its odd ones, for NF4. */
+static void i8_rows_tile(const tile_job* j, int64_t n0, int nr) {
+  const float* xs[MAX_ROWS];
+  float out[MAX_ROWS];
+  for (int m = 0; m < j->mc; m++) xs[m] = j->x + m * j->ldx;
+  for (int64_t n = n0; n < n0 + nr; n++) {
+    j->i8dot((const int8_t*)j->w + n * j->K, xs, j->mc, j->K, out);
+    for (int m = 0; m < j->mc; m++) j->y[m * j->N + n] = out[m] * j->scale[n];
+  }
+}
+
+static void nf4_rows_tile(const tile_job* j, int64_t n0, int nr) {
+  const int64_t P = j->K / 2;
+  const float* xe[MAX_ROWS];
+  const float* xo[MAX_ROWS];
+  float out[MAX_ROWS];
+  for (int m = 0; m < j->mc; m++) {
+    xe[m] = j->x + m * j->ldx;
+    xo[m] = xe[m] + P;
+  }
+  for (int64_t n = n0; n < n0 + nr; n++) {
+    j->nf4dot((const uint8_t*)j->w, j->absmax, j->code, n * P, P, xe, xo, j->mc, out);
+    for (int m = 0; m < j->mc; m++) j->y[m * j->N + n] = out[m];
+  }
+}
+
+#ifdef PL_X86
+/* ---- int8 on AVX-512: four rows of W per pass ----------------------------------------------- */
+PL_AVX512 static inline __attribute__((always_inline)) void i8_tile_avx512_body(const tile_job* j, int64_t n0, int nr, const int mc) {
+  const int8_t* w = (const int8_t*)j->w;
+  const int64_t K = j->K;
+  const int8_t* p[TILE_ROWS]; /* rows past nr repeat row n0 */
+  for (int r = 0; r < TILE_ROWS; r++) p[r] = w + (n0 + (r < nr ? r : 0)) * K;
+  __m512 acc[TILE_ROWS][MAX_ROWS];
+  for (int r = 0; r < TILE_ROWS; r++)
+    for (int m = 0; m < mc; m++) acc[r][m] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    for (int r = 0; r < TILE_ROWS; r++) {
+      if ((k & 63) == 0) _mm_prefetch((const char*)(p[r] + k) + PREFETCH_AHEAD, _MM_HINT_T0);
+      __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(p[r] + k))));
+      __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(p[r] + k + 16))));
+      for (int m = 0; m < mc; m++) {
+        const float* x = j->x + m * j->ldx + k;
+        acc[r][m] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc[r][m]);
+        acc[r][m] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16), acc[r][m]);
+      }
+    }
+  }
+  for (; k < K; k += 16) {
+    __mmask16 mask = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+    for (int r = 0; r < TILE_ROWS; r++) {
+      __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, p[r] + k)));
+      for (int m = 0; m < mc; m++) acc[r][m] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(mask, j->x + m * j->ldx + k), acc[r][m]);
+    }
+  }
+  for (int m = 0; m < mc; m++)
+    for (int r = 0; r < nr; r++) j->y[m * j->N + n0 + r] = _mm512_reduce_add_ps(acc[r][m]) * j->scale[n0 + r];
 }
 
 /* the row count as a constant, so the accumulators live in registers */
-PL_AVX512 static void nf4_dot_avx512(const uint8_t* packed, const float* absmax, const float* code, int64_t row_pair0, int64_t P,
-    const float* const* xe, const float* const* xo, int mc, float* out) {
-  switch (mc) {
-    case 1: nf4_dot_avx512_body(packed, absmax, code, row_pair0, P, xe, xo, 1, out); break;
-    case 2: nf4_dot_avx512_body(packed, absmax, code, row_pair0, P, xe, xo, 2, out); break;
-    case 3: nf4_dot_avx512_body(packed, absmax, code, row_pair0, P, xe, xo, 3, out); break;
-    case 4: nf4_dot_avx512_body(packed, absmax, code, row_pair0, P, xe, xo, 4, out); break;
+PL_AVX512 static void i8_tile_avx512(const tile_job* j, int64_t n0, int nr) {
+  switch (j->mc) {
+    case 1: i8_tile_avx512_body(j, n0, nr, 1); break;
+    case 2: i8_tile_avx512_body(j, n0, nr, 2); break;
+    case 3: i8_tile_avx512_body(j, n0, nr, 3); break;
+    case 4: i8_tile_avx512_body(j, n0, nr, 4); break;
+  }
+}
+
+/* ---- NF4 on AVX-512, codes read in place ---------------------------------------------------------
+ * 32 bytes of a row (64 weights) widen to 16 dword lanes of two bytes each with one vpmovzxwd. The
+ * permute reads only the low 4 bits of each index lane, so the lane itself and the lane shifted
+ * right by 4, 8 and 12 look up its four codes with no masking: lane i holds elements 4i+1, 4i,
+ * 4i+3 and 4i+2 of the 64, and x is rearranged once per call to match (nf4_group_x). This needs
+ * K % 32 == 0, so that every row starts on a half block: a row whose first byte is not 32-aligned
+ * (K % 64 == 32, odd rows) has each 32-byte piece straddle two blocks exactly at the half vector,
+ * lanes 0-7 in one and 8-15 in the next. */
+static const int NF4_LANE_ELEM[4] = {1, 0, 3, 2};
+
+/* xg (Gp·64) for one row of x: group g, vector s, lane i = x[64g + 4i + NF4_LANE_ELEM[s]], zero past K */
+static void nf4_group_x(const float* x, int64_t K, float* xg) {
+  int64_t Gp = (K + 63) / 64;
+  for (int64_t g = 0; g < Gp; g++)
+    for (int s = 0; s < 4; s++)
+      for (int i = 0; i < 16; i++) {
+        int64_t k = 64 * g + 4 * i + NF4_LANE_ELEM[s];
+        xg[64 * g + 16 * s + i] = k < K ? x[k] : 0.f;
+      }
+}
+
+PL_AVX512 static inline __attribute__((always_inline)) void nf4_tile_avx512_body(const tile_job* j, int64_t n0, int nr,
+                                                                                 const int mc, const bool aligned) {
+  const uint8_t* packed = (const uint8_t*)j->w;
+  const float* absmax = j->absmax;
+  const int64_t K = j->K, G = K / 64;
+  const __m512 table = _mm512_loadu_ps(j->code);
+  int64_t at[TILE_ROWS]; /* byte offset of each row in packed; rows past nr repeat row n0 */
+  for (int r = 0; r < TILE_ROWS; r++) at[r] = (n0 + (r < nr ? r : 0)) * (K / 2);
+  __m512 acc[TILE_ROWS][MAX_ROWS];
+  for (int r = 0; r < TILE_ROWS; r++)
+    for (int m = 0; m < mc; m++) acc[r][m] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < G; g++) {
+    for (int r = 0; r < TILE_ROWS; r++) {
+      const int64_t b = at[r] + 32 * g;
+      _mm_prefetch((const char*)(packed + b + PREFETCH_AHEAD), _MM_HINT_T0);
+      __m512i q = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(packed + b)));
+      __m512 c0 = _mm512_permutexvar_ps(q, table);
+      __m512 c1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);
+      __m512 c2 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 8), table);
+      __m512 c3 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 12), table);
+      __m512 s = aligned ? _mm512_set1_ps(absmax[b >> 5])
+                         : _mm512_insertf32x8(_mm512_set1_ps(absmax[b >> 5]), _mm256_set1_ps(absmax[(b + 16) >> 5]), 1);
+      for (int m = 0; m < mc; m++) {
+        const float* xv = j->x + m * j->ldx + 64 * g;
+        __m512 d = _mm512_mul_ps(c0, _mm512_loadu_ps(xv));
+        d = _mm512_fmadd_ps(c1, _mm512_loadu_ps(xv + 16), d);
+        d = _mm512_fmadd_ps(c2, _mm512_loadu_ps(xv + 32), d);
+        d = _mm512_fmadd_ps(c3, _mm512_loadu_ps(xv + 48), d);
+        acc[r][m] = _mm512_fmadd_ps(d, s, acc[r][m]);
+      }
+    }
+  }
+  if (!aligned && (K & 63)) {
+    /* the last 32 weights of each row: 16 bytes in lanes 0-7, within one block; x is zero in 8-15 */
+    for (int r = 0; r < TILE_ROWS; r++) {
+      const int64_t b = at[r] + 32 * G;
+      __m512i q = _mm512_cvtepu16_epi32(_mm256_zextsi128_si256(_mm_loadu_si128((const __m128i*)(packed + b))));
+      __m512 c0 = _mm512_permutexvar_ps(q, table);
+      __m512 c1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);
+      __m512 c2 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 8), table);
+      __m512 c3 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 12), table);
+      __m512 s = _mm512_set1_ps(absmax[b >> 5]);
+      for (int m = 0; m < mc; m++) {
+        const float* xv = j->x + m * j->ldx + 64 * G;
+        __m512 d = _mm512_mul_ps(c0, _mm512_loadu_ps(xv));
+        d = _mm512_fmadd_ps(c1, _mm512_loadu_ps(xv + 16), d);
+        d = _mm512_fmadd_ps(c2, _mm512_loadu_ps(xv + 32), d);
+        d = _mm512_fmadd_ps(c3, _mm512_loadu_ps(xv + 48), d);
+        acc[r][m] = _mm512_fmadd_ps(d, s, acc[r][m]);
+      }
+    }
+  }
+  for (int m = 0; m < mc; m++)
+    for (int r = 0; r < nr; r++) j->y[m * j->N + n0 + r] = _mm512_reduce_add_ps(acc[r][m]);
+}
+
+/* the row count and block alignment as constants, so the accumulators live in registers */
+PL_AVX512 static void nf4_tile_avx512(const tile_job* j, int64_t n0, int nr) {
+  bool aligned = j->K % 64 == 0;
+  switch (j->mc * 2 + aligned) {
+    case 2: nf4_tile_avx512_body(j, n0, nr, 1, false); break;
+    case 3: nf4_tile_avx512_body(j, n0, nr, 1, true); break;
+    case 4: nf4_tile_avx512_body(j, n0, nr, 2, false); break;
+    case 5: nf4_tile_avx512_body(j, n0, nr, 2, true); break;
+    case 6: nf4_tile_avx512_body(j, n0, nr, 3, false); break;
+    case 7: nf4_tile_avx512_body(j, n0, nr, 3, true); break;
+    case 8: nf4_tile_avx512_body(j, n0, nr, 4, false); break;
+    case 9: nf4_tile_avx512_body(j, n0, nr, 4, true); break;
   }
 }
 #endif
+
+/* ---- 16-bit float weights (bf16, f16), read in place --------------------------------------------
+ * Widening is exact: a bf16 is the top half of an f32 (a 16-bit shift), an f16 converts with
+ * vcvtph2ps (AVX-512) or by moving its fields (scalar). The products accumulate in f32, so the
+ * results are those of the f32 GEMM on the widened weight, in another summation order. */
+
+static inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+static inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 1023, bits;
+  if (e == 31) bits = sign | 0x7f800000u | (m << 13);
+  else if (e) bits = sign | ((e + 112) << 23) | (m << 13);
+  else {
+    float f = (float)m * 0x1p-24f; /* subnormal (or zero): exact in f32 */
+    memcpy(&bits, &f, sizeof bits);
+    bits |= sign;
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+static inline void widen_half(const uint16_t* src, int64_t n, bool bf16, float* dst) {
+  if (bf16)
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+  else
+    for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
+}
+
+static inline __attribute__((always_inline)) void half_tile_scalar_body(const tile_job* j, int64_t n0, int nr, const bool bf16) {
+  const uint16_t* w = (const uint16_t*)j->w;
+  for (int r = 0; r < nr; r++) {
+    const uint16_t* row = w + (n0 + r) * j->K;
+    for (int m = 0; m < j->mc; m++) {
+      const float* x = j->x + m * j->ldx;
+      float s = 0.f;
+      for (int64_t k = 0; k < j->K; k++) s += (bf16 ? bf16_to_f32(row[k]) : f16_to_f32(row[k])) * x[k];
+      j->y[m * j->N + n0 + r] = s;
+    }
+  }
+}
+static void bf16_tile_scalar(const tile_job* j, int64_t n0, int nr) { half_tile_scalar_body(j, n0, nr, true); }
+static void f16_tile_scalar(const tile_job* j, int64_t n0, int nr) { half_tile_scalar_body(j, n0, nr, false); }
+
+#ifdef PL_X86
+/* AVX2 has 16 registers: one row of W at a time, two accumulators per row of x */
+PL_AVX2 static inline __attribute__((always_inline)) void bf16_row_avx2_body(const tile_job* j, int64_t n, const int mc) {
+  const int64_t K = j->K;
+  const uint16_t* p = (const uint16_t*)j->w + n * K;
+  __m256 acc[MAX_ROWS][2];
+  for (int m = 0; m < mc; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    if ((k & 31) == 0) _mm_prefetch((const char*)(p + k) + PREFETCH_AHEAD, _MM_HINT_T0);
+    __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(p + k))), 16));
+    __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(p + k + 8))), 16));
+    for (int m = 0; m < mc; m++) {
+      const float* x = j->x + m * j->ldx + k;
+      acc[m][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), acc[m][0]);
+      acc[m][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + 8), acc[m][1]);
+    }
+  }
+  for (int m = 0; m < mc; m++) {
+    const float* x = j->x + m * j->ldx;
+    float s = hsum256(_mm256_add_ps(acc[m][0], acc[m][1]));
+    for (int64_t t = k; t < K; t++) s += bf16_to_f32(p[t]) * x[t];
+    j->y[m * j->N + n] = s;
+  }
+}
+
+/* the row count as a constant, so the accumulators live in registers */
+PL_AVX2 static void bf16_tile_avx2(const tile_job* j, int64_t n0, int nr) {
+  for (int64_t n = n0; n < n0 + nr; n++) {
+    switch (j->mc) {
+      case 1: bf16_row_avx2_body(j, n, 1); break;
+      case 2: bf16_row_avx2_body(j, n, 2); break;
+      case 3: bf16_row_avx2_body(j, n, 3); break;
+      case 4: bf16_row_avx2_body(j, n, 4); break;
+    }
+  }
+}
+
+/* 16 weights widened to f32, the first n (< 16) when masked */
+PL_AVX512 static inline __m512 half16_avx512(const uint16_t* p, bool bf16) {
+  __m256i h = _mm256_loadu_si256((const __m256i*)p);
+  return bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
+}
+PL_AVX512 static inline __m512 half16n_avx512(const uint16_t* p, __mmask16 mask, bool bf16) {
+  __m256i h = _mm256_maskz_loadu_epi16(mask, p);
+  return bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
+}
+
+PL_AVX512 static inline __attribute__((always_inline)) void half_tile_avx512_body(const tile_job* j, int64_t n0, int nr,
+                                                                                  const int mc, const bool bf16) {
+  const uint16_t* w = (const uint16_t*)j->w;
+  const int64_t K = j->K;
+  const uint16_t* p[TILE_ROWS];
+  for (int r = 0; r < TILE_ROWS; r++) p[r] = w + (n0 + (r < nr ? r : 0)) * K;
+  __m512 acc[TILE_ROWS][MAX_ROWS];
+  for (int r = 0; r < TILE_ROWS; r++)
+    for (int m = 0; m < mc; m++) acc[r][m] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    for (int r = 0; r < TILE_ROWS; r++) {
+      _mm_prefetch((const char*)(p[r] + k) + PREFETCH_AHEAD, _MM_HINT_T0);
+      __m512 v0 = half16_avx512(p[r] + k, bf16), v1 = half16_avx512(p[r] + k + 16, bf16);
+      for (int m = 0; m < mc; m++) {
+        const float* x = j->x + m * j->ldx + k;
+        acc[r][m] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(x), acc[r][m]);
+        acc[r][m] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(x + 16), acc[r][m]);
+      }
+    }
+  }
+  for (; k < K; k += 16) {
+    __mmask16 mask = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+    for (int r = 0; r < TILE_ROWS; r++) {
+      __m512 v = half16n_avx512(p[r] + k, mask, bf16);
+      for (int m = 0; m < mc; m++) acc[r][m] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mask, j->x + m * j->ldx + k), acc[r][m]);
+    }
+  }
+  for (int m = 0; m < mc; m++)
+    for (int r = 0; r < nr; r++) j->y[m * j->N + n0 + r] = _mm512_reduce_add_ps(acc[r][m]);
+}
+
+/* the row count and the format as constants, so the accumulators live in registers */
+PL_AVX512 static void bf16_tile_avx512(const tile_job* j, int64_t n0, int nr) {
+  switch (j->mc) {
+    case 1: half_tile_avx512_body(j, n0, nr, 1, true); break;
+    case 2: half_tile_avx512_body(j, n0, nr, 2, true); break;
+    case 3: half_tile_avx512_body(j, n0, nr, 3, true); break;
+    case 4: half_tile_avx512_body(j, n0, nr, 4, true); break;
+  }
+}
+PL_AVX512 static void f16_tile_avx512(const tile_job* j, int64_t n0, int nr) {
+  switch (j->mc) {
+    case 1: half_tile_avx512_body(j, n0, nr, 1, false); break;
+    case 2: half_tile_avx512_body(j, n0, nr, 2, false); break;
+    case 3: half_tile_avx512_body(j, n0, nr, 3, false); break;
+    case 4: half_tile_avx512_body(j, n0, nr, 4, false); break;
+  }
+}
+#endif
+
+/* f16 on AVX2 takes the portable path: AVX2 alone does not promise F16C's conversion. */
+static tile_fn select_half_tile(bool bf16) {
+#ifdef PL_X86
+  if (pl_cpu_avx512f()) return bf16 ? bf16_tile_avx512 : f16_tile_avx512;
+  if (pl_cpu_avx2_fma() && bf16) return bf16_tile_avx2;
+#endif
+  return bf16 ? bf16_tile_scalar : f16_tile_scalar;
+}
 
 /* ---- dequantization of a panel of rows (the GEMM path) --------------------------------------- */
 
@@ -274,13 +575,16 @@ static void nf4_dequant_range(const uint8_t* packed, const float* absmax, const 
   if (i < n) out[i] = nf4_at(packed, absmax, code, e0 + i);
 }
 
+enum { W_INT8, W_NF4, W_BF16, W_F16 };
+
 typedef struct {
-  bool nf4;
+  int kind;
   const int8_t* w8;
   const float* scale;
   const uint8_t* packed;
   const float* absmax;
   const float* code;
+  const uint16_t* w16;
   int64_t K, n0;
   float* panel; /* (rows, K) */
 } dequant_job;
@@ -290,8 +594,10 @@ static void dequant_rows(void* ctx, int64_t begin, int64_t end, int thread) {
   for (int64_t r = begin; r < end; r++) {
     int64_t n = j->n0 + r;
     float* dst = j->panel + r * j->K;
-    if (j->nf4) {
+    if (j->kind == W_NF4) {
       nf4_dequant_range(j->packed, j->absmax, j->code, n * j->K, j->K, dst);
+    } else if (j->kind == W_BF16 || j->kind == W_F16) {
+      widen_half(j->w16 + n * j->K, j->K, j->kind == W_BF16, dst);
     } else {
       const int8_t* src = j->w8 + n * j->K;
       float s = j->scale[n];
@@ -318,94 +624,58 @@ static float* scratch_reserve(size_t floats) {
 
 /* ---- the two paths ---------------------------------------------------------------------------- */
 
-typedef struct {
-  bool nf4;
-  const int8_t* w8;
-  const float* scale;
-  const uint8_t* packed;
-  const float* absmax;
-  const float* code;
-  const float* x; /* (mc, K) rows of x */
-  const float* xe; /* (mc, K/2) even elements, NF4 only */
-  const float* xo;
-  float* y; /* (mc, N) */
-  int mc;
-  int64_t N, K;
-  i8_dot_fn i8;
-  nf4_dot_fn nf4dot;
-} dot_job;
-
-static void dot_rows(void* ctx, int64_t begin, int64_t end, int thread) {
-  dot_job* j = (dot_job*)ctx;
-  const float* xs[MAX_ROWS];
-  const float* xe[MAX_ROWS];
-  const float* xo[MAX_ROWS];
-  float out[MAX_ROWS];
-  for (int m = 0; m < j->mc; m++) {
-    xs[m] = j->x + m * j->K;
-    if (j->nf4) {
-      xe[m] = j->xe + m * (j->K / 2);
-      xo[m] = j->xo + m * (j->K / 2);
-    }
-  }
-  for (int64_t n = begin; n < end; n++) {
-    if (j->nf4) {
-      j->nf4dot(j->packed, j->absmax, j->code, n * (j->K / 2), j->K / 2, xe, xo, j->mc, out);
-    } else {
-      j->i8(j->w8 + n * j->K, xs, j->mc, j->K, out);
-      for (int m = 0; m < j->mc; m++) out[m] *= j->scale[n];
-    }
-    for (int m = 0; m < j->mc; m++) j->y[m * j->N + n] = out[m];
-  }
-}
-
-static void select_dots(i8_dot_fn* i8, nf4_dot_fn* nf4) {
-  *i8 = i8_dot_scalar;
-  *nf4 = nf4_dot_scalar;
+/* y (M,N) = x (M,K) · Wᵀ through row tiles, up to MAX_ROWS rows of x per pass over W. */
+static void int8_linear_tiles(const int8_t* w, const float* scale, const float* x, float* y, int64_t M, int64_t N, int64_t K) {
+  tile_fn tile = i8_rows_tile;
+  i8_dot_fn dot = i8_dot_scalar;
 #ifdef PL_X86
-  if (pl_cpu_avx512f()) {
-    *i8 = i8_dot_avx512;
-    *nf4 = nf4_dot_avx512;
-  } else if (pl_cpu_avx2_fma()) {
-    *i8 = i8_dot_avx2;
-    *nf4 = nf4_dot_avx2;
-  }
+  if (pl_cpu_avx512f()) tile = i8_tile_avx512;
+  else if (pl_cpu_avx2_fma()) dot = i8_dot_avx2;
 #endif
+  for (int64_t m0 = 0; m0 < M; m0 += MAX_ROWS) {
+    tile_job j = {.tile = tile, .i8dot = dot, .w = w, .scale = scale, .x = x + m0 * K, .ldx = K, .y = y + m0 * N, .N = N, .K = K};
+    j.mc = (int)(M - m0 < MAX_ROWS ? M - m0 : MAX_ROWS);
+    tile_run(&j);
+  }
 }
 
-/* Matrix-vector products are memory bound: split them over threads from this many weights on. */
-#define DOT_PARALLEL_MIN (1 << 15)
-
-/* y (M,N) = x (M,K) · Wᵀ through dot products, up to four rows of x per pass over W. An NF4 W
- * with an odd K has rows that start mid-byte; those go through the panel path instead. */
-static bool linear_dots(dot_job* base, const float* x, float* y, int64_t M) {
-  select_dots(&base->i8, &base->nf4dot);
-  int64_t half = base->K / 2;
-  float* split = NULL;
-  if (base->nf4) {
-    split = (float*)malloc((size_t)(MAX_ROWS * 2 * (half > 0 ? half : 1)) * sizeof(float));
-    if (!split) return false;
-  }
+/* The same for NF4 with an even K (a row is whole bytes), x rearranged once per call for the
+ * kernel: into lookup order on AVX-512 when K % 32 == 0, else into even and odd elements for the
+ * one-row kernels (AVX2 serves AVX-512 machines there). */
+static bool nf4_linear_tiles(const uint8_t* packed, const float* absmax, const float* code, const float* x, float* y,
+                             int64_t M, int64_t N, int64_t K) {
+  tile_fn tile = nf4_rows_tile;
+  nf4_dot_fn dot = nf4_dot_scalar;
+  bool grouped = false;
+#ifdef PL_X86
+  if (pl_cpu_avx2_fma()) dot = nf4_dot_avx2;
+  grouped = pl_cpu_avx512f() && K % 32 == 0;
+  if (grouped) tile = nf4_tile_avx512;
+#endif
+  const int64_t ldx = grouped ? (K + 63) / 64 * 64 : K, P = K / 2;
+  float* xr = (float*)malloc((size_t)(MAX_ROWS * ldx) * sizeof(float));
+  if (!xr) return false;
   for (int64_t m0 = 0; m0 < M; m0 += MAX_ROWS) {
-    dot_job j = *base;
+    tile_job j = {.tile = tile, .nf4dot = dot, .w = packed, .absmax = absmax, .code = code, .x = xr, .ldx = ldx,
+                  .y = y + m0 * N, .N = N, .K = K};
     j.mc = (int)(M - m0 < MAX_ROWS ? M - m0 : MAX_ROWS);
-    j.x = x + m0 * base->K;
-    j.y = y + m0 * base->N;
-    if (base->nf4) {
-      float* xe = split;
-      float* xo = split + MAX_ROWS * half;
-      for (int m = 0; m < j.mc; m++)
-        for (int64_t p = 0; p < half; p++) {
-          xe[m * half + p] = j.x[m * base->K + 2 * p];
-          xo[m * half + p] = j.x[m * base->K + 2 * p + 1];
-        }
-      j.xe = xe;
-      j.xo = xo;
+    for (int m = 0; m < j.mc; m++) {
+      const float* src = x + (m0 + m) * K;
+      float* dst = xr + m * ldx;
+#ifdef PL_X86
+      if (grouped) {
+        nf4_group_x(src, K, dst);
+        continue;
+      }
+#endif
+      for (int64_t p = 0; p < P; p++) {
+        dst[p] = src[2 * p];
+        dst[P + p] = src[2 * p + 1];
+      }
     }
-    if (base->N * base->K >= DOT_PARALLEL_MIN) pl_parallel_for(base->N, 16, dot_rows, &j);
-    else dot_rows(&j, 0, base->N, 0);
+    tile_run(&j);
   }
-  free(split);
+  free(xr);
   return true;
 }
 
@@ -491,12 +761,11 @@ static napi_value int8_common(napi_env env, napi_callback_info info, bool backwa
     memset(out, 0, (size_t)(backward ? M * K : M * N) * sizeof(float));
     return NULL;
   }
-  bool ok;
+  bool ok = true;
   if (!backward && M <= DOT_PATH_MAX_M) {
-    dot_job j = {.nf4 = false, .w8 = (const int8_t*)w, .scale = scale, .N = N, .K = K};
-    ok = linear_dots(&j, in, out, M);
+    int8_linear_tiles((const int8_t*)w, scale, in, out, M, N, K);
   } else {
-    dequant_job d = {.nf4 = false, .w8 = (const int8_t*)w, .scale = scale, .K = K};
+    dequant_job d = {.kind = W_INT8, .w8 = (const int8_t*)w, .scale = scale, .K = K};
     ok = linear_panels(&d, in, out, M, N, backward);
   }
   if (!ok) pl_fail(&a, "out of memory for dequantization buffers");
@@ -531,10 +800,9 @@ static napi_value nf4_common(napi_env env, napi_callback_info info, bool backwar
   }
   bool ok;
   if (!backward && M <= DOT_PATH_MAX_M && K % 2 == 0) {
-    dot_job j = {.nf4 = true, .packed = (const uint8_t*)packed, .absmax = absmax, .code = code, .N = N, .K = K};
-    ok = linear_dots(&j, in, out, M);
+    ok = nf4_linear_tiles((const uint8_t*)packed, absmax, code, in, out, M, N, K);
   } else {
-    dequant_job d = {.nf4 = true, .packed = (const uint8_t*)packed, .absmax = absmax, .code = code, .K = K};
+    dequant_job d = {.kind = W_NF4, .packed = (const uint8_t*)packed, .absmax = absmax, .code = code, .K = K};
     ok = linear_panels(&d, in, out, M, N, backward);
   }
   if (!ok) pl_fail(&a, "out of memory for dequantization buffers");
@@ -543,6 +811,50 @@ static napi_value nf4_common(napi_env env, napi_callback_info info, bool backwar
 
 static napi_value js_nf4_linear(napi_env env, napi_callback_info info) { return nf4_common(env, info, false); }
 static napi_value js_nf4_linear_backward(napi_env env, napi_callback_info info) { return nf4_common(env, info, true); }
+
+/* halfLinear(x, w, wDType, y, M, N, K) and halfLinearBackward(dy, w, wDType, dx, M, N, K) */
+static napi_value half_common(napi_env env, napi_callback_info info, bool backward) {
+  pl_args a;
+  float *in, *out;
+  void* w;
+  size_t lin, lw, lout;
+  char dtype[8];
+  int64_t M, N, K;
+  const char* name = backward ? "halfLinearBackward" : "halfLinear";
+  if (!pl_args_init(env, info, name, 7, &a) || !pl_f32(&a, 0, &in, &lin) || !typed_bytes(&a, 1, napi_uint16_array, "a Uint16Array", &w, &lw) ||
+      !pl_string(&a, 2, dtype, sizeof dtype) || !pl_f32(&a, 3, &out, &lout) || !pl_int(&a, 4, &M) || !pl_int(&a, 5, &N) ||
+      !pl_int(&a, 6, &K) || !check_sizes(&a, M, N, K))
+    return NULL;
+  bool bf16 = strcmp(dtype, "bf16") == 0;
+  if (!bf16 && strcmp(dtype, "f16") != 0) {
+    pl_fail(&a, "wDType must be 'bf16' or 'f16', got '%s'", dtype);
+    return NULL;
+  }
+  if (!pl_need(&a, backward ? "dy" : "x", lin, backward ? M * N : M * K) || !pl_need(&a, "w", lw, N * K) ||
+      !pl_need(&a, backward ? "dx" : "y", lout, backward ? M * K : M * N))
+    return NULL;
+  if (M == 0) return NULL;
+  if (N == 0 || K == 0) {
+    memset(out, 0, (size_t)(backward ? M * K : M * N) * sizeof(float));
+    return NULL;
+  }
+  bool ok = true;
+  if (!backward && M <= DOT_PATH_MAX_M) {
+    for (int64_t m0 = 0; m0 < M; m0 += MAX_ROWS) {
+      tile_job j = {.tile = select_half_tile(bf16), .w = w, .x = in + m0 * K, .ldx = K, .y = out + m0 * N, .N = N, .K = K};
+      j.mc = (int)(M - m0 < MAX_ROWS ? M - m0 : MAX_ROWS);
+      tile_run(&j);
+    }
+  } else {
+    dequant_job d = {.kind = bf16 ? W_BF16 : W_F16, .w16 = (const uint16_t*)w, .K = K};
+    ok = linear_panels(&d, in, out, M, N, backward);
+  }
+  if (!ok) pl_fail(&a, "out of memory for dequantization buffers");
+  return NULL;
+}
+
+static napi_value js_half_linear(napi_env env, napi_callback_info info) { return half_common(env, info, false); }
+static napi_value js_half_linear_backward(napi_env env, napi_callback_info info) { return half_common(env, info, true); }
 
 /* nf4Dequantize(packed, absmax, code, out, n) */
 static napi_value js_nf4_dequantize(napi_env env, napi_callback_info info) {
@@ -571,4 +883,6 @@ void pl_register_quant(napi_env env, napi_value exports) {
   pl_export(env, exports, "nf4Linear", js_nf4_linear, "f32");
   pl_export(env, exports, "nf4LinearBackward", js_nf4_linear_backward, "f32");
   pl_export(env, exports, "nf4Dequantize", js_nf4_dequantize, "u8");
+  pl_export(env, exports, "halfLinear", js_half_linear, "f32");
+  pl_export(env, exports, "halfLinearBackward", js_half_linear_backward, "f32");
 }

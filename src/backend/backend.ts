@@ -231,6 +231,13 @@ export interface Backend {
     M: number, N: number, K: number): void;
   /** out[e] = code[q_e] · absmax[⌊e/64⌋] for e < n, with q_e as in nf4Linear. */
   nf4Dequantize(packed: Uint8Array, absmax: Float32Array, code: Float32Array, out: Float32Array, n: number): void;
+  /**
+   * y (M,N) = x (M,K) · Wᵀ with W (N,K) stored as 16-bit floats: w holds the bit patterns of
+   * `wDType` ('bf16' or 'f16'), each widened exactly to f32 (as `cast` does). Writes y.
+   */
+  halfLinear(x: Float32Array, w: Uint16Array, wDType: 'bf16' | 'f16', y: Float32Array, M: number, N: number, K: number): void;
+  /** dx (M,K) = dy (M,N) · W, W as in halfLinear. Writes dx. */
+  halfLinearBackward(dy: Float32Array, w: Uint16Array, wDType: 'bf16' | 'f16', dx: Float32Array, M: number, N: number, K: number): void;
 }
 
 export type KernelName = Exclude<keyof Backend, 'name' | 'supports'>;
@@ -245,6 +252,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
   'indexSelect', 'indexAdd', 'gather', 'scatterAdd',
   'im2col', 'col2im', 'dropoutMask', 'adamwStep',
   'int8Linear', 'int8LinearBackward', 'nf4Linear', 'nf4LinearBackward', 'nf4Dequantize',
+  'halfLinear', 'halfLinearBackward',
 ];
 
 /** The dtype of a kernel argument, from its typed-array class. */

@@ -3,7 +3,6 @@
 // to a bias, if the layer has a trainable one), never to the weight — which is what QLoRA needs
 // from its base layers. Built by `quantizedLinearFactory`, so a model is constructed quantized and
 // never holds the float weights it will not keep.
-import type { FloatArray } from '../backend/backend.js';
 import { kernels } from '../backend/index.js';
 import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
 import { Module, type LinearFactory, type LinearLayer, type LinearOptions } from '../nn/index.js';
@@ -241,11 +240,8 @@ export class NF4Linear extends QuantizedLinear {
   }
 }
 
-// One float buffer shared by every 16-bit layer: each call widens its weight into it, multiplies,
-// and leaves it for the next layer (so at most one layer's float weight exists at a time).
-let widened = new Float32Array(0);
-
-/** A weight stored as bf16 or f16 (exact round-to-nearest-even conversion); computed in f32. */
+/** A weight stored as bf16 or f16 (exact round-to-nearest-even conversion); computed in f32 by
+ *  kernels that widen it as they read it, so decoding reads half the bytes of an f32 weight. */
 export class HalfLinear extends QuantizedLinear {
   readonly method: 'bf16' | 'f16';
   private w: Uint16Array;
@@ -274,19 +270,12 @@ export class HalfLinear extends QuantizedLinear {
     return out;
   }
 
-  private widen(): Float32Array {
-    if (widened.length < this.w.length) widened = new Float32Array(this.w.length);
-    const w = widened.subarray(0, this.w.length);
-    kernels().cast(this.w, this.method, w, 'f32', this.w.length);
-    return w;
-  }
-
   forward(x: Tensor): Tensor {
     const N = this.outFeatures, K = this.inFeatures;
     const k = kernels();
     return frozenLinear(x, N, K, this.bias,
-      (xs, y, M) => k.matmul(xs, this.widen() as FloatArray, y, M, N, K, false, true, 1, 0, 0, 0, false),
-      (dy, dx, M) => k.matmul(dy, this.widen() as FloatArray, dx, M, K, N, false, false, 1, 0, 0, 0, false));
+      (xs, y, M) => k.halfLinear(xs, this.w, this.method, y, M, N, K),
+      (dy, dx, M) => k.halfLinearBackward(dy, this.w, this.method, dx, M, N, K));
   }
 }
 

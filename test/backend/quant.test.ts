@@ -1,4 +1,4 @@
-// Quantized-weight kernels (int8Linear, nf4Linear, their backwards, nf4Dequantize): ref against
+// Quantized-weight kernels (int8Linear, nf4Linear, halfLinear, their backwards, nf4Dequantize): ref against
 // float64 products with the dequantized weights (from src/quant's definitions), and native against
 // ref on odd shapes that reach every path — the dot products (M ≤ 8, groups of four rows, K with
 // vector tails, NF4 blocks that straddle rows when K is no multiple of 64) and the dequantized
@@ -30,8 +30,10 @@ function rand(n: number, seed: number, scale = 1): Float32Array {
 
 interface Weights {
   w8: Int8Array; scale: Float32Array; packed: Uint8Array; absmax: Float32Array;
+  /** bf16 and f16 bit patterns */
+  bf16: Uint16Array; f16: Uint16Array;
   /** the dequantized matrices, (N,K) */
-  f8: Float32Array; f4: Float32Array;
+  f8: Float32Array; f4: Float32Array; fb: Float32Array; fh: Float32Array;
 }
 
 function weights(N: number, K: number, seed: number): Weights {
@@ -41,7 +43,13 @@ function weights(N: number, K: number, seed: number): Weights {
   const f8 = new Float32Array(N * K);
   for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) f8[n * K + k] = Math.fround(q8.q[n * K + k] * scale[n]);
   const q4 = quantizeNF4(w);
-  return { w8: q8.q, scale, packed: q4.packed, absmax: q4.absmax, f8, f4: dequantizeNF4(q4) };
+  // f16 subnormals included: scaled so that some weights fall below 2^-14
+  const bf16 = new Uint16Array(N * K), f16 = new Uint16Array(N * K), fb = new Float32Array(N * K), fh = new Float32Array(N * K);
+  R.cast(w, 'f32', bf16, 'bf16', N * K);
+  R.cast(w.map((v, i) => (i % 5 === 0 ? v * 1e-3 : v)), 'f32', f16, 'f16', N * K);
+  R.cast(bf16, 'bf16', fb, 'f32', N * K);
+  R.cast(f16, 'f16', fh, 'f32', N * K);
+  return { w8: q8.q, scale, packed: q4.packed, absmax: q4.absmax, bf16, f16, f8, f4: dequantizeNF4(q4), fb, fh };
 }
 
 /** y = x·Wᵀ and dx = dy·W in float64 with a dequantized W. */
@@ -66,17 +74,25 @@ function reference(x: Float32Array, W: Float32Array, M: number, N: number, K: nu
 function runAll(B: Backend, w: Weights, x: Float32Array, dy: Float32Array, M: number, N: number, K: number) {
   const y8 = new Float32Array(M * N).fill(NaN), y4 = new Float32Array(M * N).fill(NaN);
   const dx8 = new Float32Array(M * K).fill(NaN), dx4 = new Float32Array(M * K).fill(NaN);
+  const yb = new Float32Array(M * N).fill(NaN), yh = new Float32Array(M * N).fill(NaN);
+  const dxb = new Float32Array(M * K).fill(NaN), dxh = new Float32Array(M * K).fill(NaN);
   B.int8Linear(x, w.w8, w.scale, y8, M, N, K);
   B.int8LinearBackward(dy, w.w8, w.scale, dx8, M, N, K);
   B.nf4Linear(x, w.packed, w.absmax, NF4_CODE, y4, M, N, K);
   B.nf4LinearBackward(dy, w.packed, w.absmax, NF4_CODE, dx4, M, N, K);
-  return { y8, dx8, y4, dx4 };
+  B.halfLinear(x, w.bf16, 'bf16', yb, M, N, K);
+  B.halfLinearBackward(dy, w.bf16, 'bf16', dxb, M, N, K);
+  B.halfLinear(x, w.f16, 'f16', yh, M, N, K);
+  B.halfLinearBackward(dy, w.f16, 'f16', dxh, M, N, K);
+  return { y8, dx8, y4, dx4, yb, dxb, yh, dxh };
 }
 
 // [M, N, K]: decode (M = 1), small batches (groups of 4 and a remainder), panels (M > 8);
-// K = 64 multiples, vector tails, K not a multiple of 64 (NF4 blocks straddle rows), odd K.
+// K = 64 multiples, vector tails, K not a multiple of 64 (NF4 blocks straddle rows: at half blocks
+// when K % 64 == 32, anywhere otherwise), odd K; N not a multiple of the four rows of a tile.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1], [1, 7, 64], [1, 33, 130], [1, 65, 352], [1, 40, 513], [3, 17, 96], [5, 9, 200], [8, 31, 47],
+  [6, 11, 160], [2, 6, 32], [7, 5, 128], [1, 3, 1376],
   [9, 13, 64], [17, 70, 130], [33, 600, 40], [12, 5, 1031],
 ];
 
@@ -104,6 +120,11 @@ describe('ref quantized kernels against float64 products with the dequantized we
       assertClose(got.dx8, r8.dx, 1e-6, 'int8 dx');
       assertClose(got.y4, r4.y, 1e-6, 'nf4 y');
       assertClose(got.dx4, r4.dx, 1e-6, 'nf4 dx');
+      const rb = reference(x, w.fb, M, N, K, dy), rh = reference(x, w.fh, M, N, K, dy);
+      assertClose(got.yb, rb.y, 1e-6, 'bf16 y');
+      assertClose(got.dxb, rb.dx, 1e-6, 'bf16 dx');
+      assertClose(got.yh, rh.y, 1e-6, 'f16 y');
+      assertClose(got.dxh, rh.dx, 1e-6, 'f16 dx');
       const d = new Float32Array(N * K);
       R.nf4Dequantize(w.packed, w.absmax, NF4_CODE, d, N * K);
       assert.deepEqual(d, w.f4);
@@ -113,7 +134,9 @@ describe('ref quantized kernels against float64 products with the dequantized we
 
 if (native) describe('native quantized kernels against ref', () => {
   test('the native addon provides the quantized kernels', () => {
-    for (const k of ['int8Linear', 'int8LinearBackward', 'nf4Linear', 'nf4LinearBackward'] as const) assert.ok(native.supports(k, 'f32'), k);
+    for (const k of ['int8Linear', 'int8LinearBackward', 'nf4Linear', 'nf4LinearBackward', 'halfLinear', 'halfLinearBackward'] as const) {
+      assert.ok(native.supports(k, 'f32'), k);
+    }
     assert.ok(native.supports('nf4Dequantize', 'u8'));
     if (ISA_CHILD && process.env.PLINTH_ISA === 'avx2') assert.equal(addon!.cpu.avx512f, false);
     if (ISA_CHILD && process.env.PLINTH_ISA === 'scalar') assert.equal(addon!.cpu.avx2fma, false);
@@ -130,6 +153,10 @@ if (native) describe('native quantized kernels against ref', () => {
       const tb8 = tolerance(dy, w.f8, M, K, N) * 4, tb4 = tolerance(dy, w.f4, M, K, N) * 4;
       assertClose(got.dx8, want.dx8, tb8, 'int8 dx');
       assertClose(got.dx4, want.dx4, tb4, 'nf4 dx');
+      assertClose(got.yb, want.yb, tolerance(x, w.fb, M, N, K), 'bf16 y');
+      assertClose(got.yh, want.yh, tolerance(x, w.fh, M, N, K), 'f16 y');
+      assertClose(got.dxb, want.dxb, tolerance(dy, w.fb, M, K, N) * 4, 'bf16 dx');
+      assertClose(got.dxh, want.dxh, tolerance(dy, w.fh, M, K, N) * 4, 'f16 dx');
       const d = new Float32Array(N * K);
       native.nf4Dequantize(w.packed, w.absmax, NF4_CODE, d, N * K);
       assert.deepEqual(d, w.f4);
@@ -144,6 +171,8 @@ if (native) describe('native quantized kernels against ref', () => {
     const want = runAll(R, w, x, dy, M, N, K);
     assertClose(got.y8, want.y8, tolerance(x, w.f8, M, N, K), 'int8 y');
     assertClose(got.y4, want.y4, tolerance(x, w.f4, M, N, K), 'nf4 y');
+    assertClose(got.yb, want.yb, tolerance(x, w.fb, M, N, K), 'bf16 y');
+    assertClose(got.yh, want.yh, tolerance(x, w.fh, M, N, K), 'f16 y');
   });
 
   test('bad arguments throw instead of touching memory', () => {
@@ -164,6 +193,12 @@ if (native) describe('native quantized kernels against ref', () => {
     assert.throws(() => n4(x, w.packed, w.absmax, NF4_CODE.subarray(1), y, M, N, K), RangeError, 'code too short');
     assert.throws(() => n4(x, w.packed, w.absmax, NF4_CODE, y, M, N, 2.5), RangeError, 'fractional K');
     assert.throws(() => n4(x, w.packed, w.absmax, NF4_CODE, y, M, N), RangeError, 'too few arguments');
+    const h = addon!.halfLinear as (...a: unknown[]) => void;
+    assert.doesNotThrow(() => h(x, w.bf16, 'bf16', y, M, N, K));
+    assert.throws(() => h(x, new Int16Array(w.bf16.buffer), 'bf16', y, M, N, K), RangeError, 'i16 for bf16');
+    assert.throws(() => h(x, w.bf16.subarray(1), 'bf16', y, M, N, K), RangeError, 'w too short');
+    assert.throws(() => h(x, w.bf16, 'f32', y, M, N, K), RangeError, 'unknown wDType');
+    assert.throws(() => h(x.subarray(1), w.f16, 'f16', y, M, N, K), RangeError, 'x too short');
   });
 });
 

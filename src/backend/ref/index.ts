@@ -17,7 +17,7 @@ import { gather, indexAdd, indexSelect, scatterAdd } from './indexing.js';
 import { col2im, im2col } from './conv.js';
 import { dropoutMask } from './random.js';
 import { adamwStep } from './optim.js';
-import { int8Linear, int8LinearBackward, nf4Dequantize, nf4Linear, nf4LinearBackward } from './quant.js';
+import { halfLinear, halfLinearBackward, int8Linear, int8LinearBackward, nf4Dequantize, nf4Linear, nf4LinearBackward } from './quant.js';
 
 /** fill and copyStrided move any dtype, cast converts between every pair; the rest are float kernels. */
 function supports(kernel: KernelName, dtype: KernelDType): boolean {
@@ -38,4 +38,5 @@ export const refBackend: Backend = {
   indexSelect, indexAdd, gather, scatterAdd,
   im2col, col2im, dropoutMask, adamwStep,
   int8Linear, int8LinearBackward, nf4Linear, nf4LinearBackward, nf4Dequantize,
+  halfLinear, halfLinearBackward,
 };

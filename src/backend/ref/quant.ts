@@ -1,5 +1,7 @@
 // Dequantize-and-multiply with frozen quantized weights. The ref versions dequantize one weight at
-// a time inside the plain matmul loops: the math of the native kernels, with none of their tricks.
+// a time inside the plain matmul loops (16-bit weights are widened first, by the cast kernel): the
+// math of the native kernels, with none of their tricks.
+import { cast } from './memory.js';
 
 /** W[n,k] of an int8 weight: w (N,K) times the row's scale. */
 function int8At(w: Int8Array, scale: Float32Array, K: number, n: number, k: number): number {
@@ -62,4 +64,35 @@ export function nf4LinearBackward(dy: Float32Array, packed: Uint8Array, absmax: 
 
 export function nf4Dequantize(packed: Uint8Array, absmax: Float32Array, code: Float32Array, out: Float32Array, n: number): void {
   for (let e = 0; e < n; e++) out[e] = nf4At(packed, absmax, code, e);
+}
+
+/** W (N,K) of a 16-bit weight, widened to f32 (exactly) by the cast kernel. */
+function widenHalf(w: Uint16Array, wDType: 'bf16' | 'f16', n: number): Float32Array {
+  const W = new Float32Array(n);
+  cast(w, wDType, W, 'f32', n);
+  return W;
+}
+
+/** y (M,N) = x (M,K) · Wᵀ, W (N,K) stored as bf16 or f16. */
+export function halfLinear(x: Float32Array, w: Uint16Array, wDType: 'bf16' | 'f16', y: Float32Array, M: number, N: number, K: number): void {
+  const W = widenHalf(w, wDType, N * K);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let sum = 0;
+      for (let k = 0; k < K; k++) sum += x[m * K + k] * W[n * K + k];
+      y[m * N + n] = sum;
+    }
+  }
+}
+
+/** dx (M,K) = dy (M,N) · W. */
+export function halfLinearBackward(dy: Float32Array, w: Uint16Array, wDType: 'bf16' | 'f16', dx: Float32Array, M: number, N: number, K: number): void {
+  const W = widenHalf(w, wDType, N * K);
+  for (let m = 0; m < M; m++) {
+    for (let k = 0; k < K; k++) {
+      let sum = 0;
+      for (let n = 0; n < N; n++) sum += dy[m * N + n] * W[n * K + k];
+      dx[m * K + k] = sum;
+    }
+  }
 }

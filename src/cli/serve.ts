@@ -13,11 +13,11 @@ interface ServeCliOptions {
   maxBatchTokens?: string;
   maxQueue?: string;
   maxRunning?: string;
-  lora: string[];
+  lora?: string[];
 }
 
 /** `--lora NAME=DIR`, repeatable. */
-function collectLora(value: string, previous: string[]): string[] {
+function collectLora(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
@@ -46,7 +46,7 @@ export function registerServeCommand(program: Command): void {
     .option('--max-batch-tokens <n>', 'tokens per engine step (default 512)')
     .option('--max-running <n>', 'sequences decoded together (default 64)')
     .option('--max-queue <n>', 'requests waiting beyond the running ones; more get 429', '256')
-    .option('--lora <name=dir>', 'serve a PEFT LoRA adapter folder on the base as model "<id>:<name>" (repeatable; requests pick one per request)', collectLora, [])
+    .option('--lora <name=dir>', 'serve a PEFT LoRA adapter folder on the base as model "<id>:<name>" (repeatable; requests pick one per request)', collectLora)
     .action(async (o: ServeCliOptions) => {
       if (!o.model) throw new ArgumentError('--model is required: a checkpoint folder such as runs/<name>/checkpoint (`plinth pretrain` makes one)');
       const port = int(o.port, 'port', 0)!;
@@ -58,11 +58,11 @@ export function registerServeCommand(program: Command): void {
         maxBatchTokens: int(o.maxBatchTokens, 'max-batch-tokens', 1),
         maxRunning: int(o.maxRunning, 'max-running', 1),
         maxWaiting: int(o.maxQueue, 'max-queue', 0),
-        loras: o.lora.map(parseLora),
+        loras: (o.lora ?? []).map(parseLora),
       });
       const address = await server.listen(port, o.host);
       const s = server.engineStats;
-      const adapters = o.lora.length > 0 ? `, adapters ${o.lora.map((l) => `${server.modelId}:${parseLora(l).name}`).join(', ')}` : '';
+      const adapters = o.lora ? `, adapters ${o.lora.map((l) => `${server.modelId}:${parseLora(l).name}`).join(', ')}` : '';
       console.log(`plinth serve: ${server.modelId} on ${address}/v1 (context ${server.contextLength} tokens${s ? `, ${s.blocksTotal} KV blocks` : ''}${adapters})`);
       let stopping = false;
       const stop = (signal: string) => {

@@ -2,7 +2,7 @@
 // client sees the base and `base:A`, `base:B`; a request for `base:A` gives the greedy text of the
 // model with A merged, beside requests for the base and B; an unknown adapter is a 400.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -118,4 +118,25 @@ test('bad --lora options are named before anything loads', async () => {
   assert.equal(r.status, 1);
   assert.match(r.stderr, /--lora must be NAME=ADAPTER_DIR, got 'A'/);
   assert.match(spawnSync(process.execPath, [main, 'serve', '--help'], { encoding: 'utf8' }).stdout, /--lora <name=dir>/);
+});
+
+test('plinth serve --lora A=DIR --lora B=DIR serves both adapters', async () => {
+  const child = spawn(process.execPath, [main, 'serve', '--model', dir, '--port', '0', '--served-model-name', 'm', '--lora', `A=${adapterDirs.A}`, '--lora', `B=${adapterDirs.B}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => (err += d));
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /on (http:\/\/[^\s/]+)\/v1/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', () => reject(new Error(`serve exited early: ${out} ${err}`)));
+  });
+  assert.match(out, /adapters m:A, m:B/);
+  const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
+  assert.deepEqual(models.data.map((m) => m.id), ['m', 'm:A', 'm:B']);
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0, `stdout: ${out}\nstderr: ${err}`);
 });

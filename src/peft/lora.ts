@@ -7,7 +7,7 @@
 import { ArgumentError, PlinthError } from '../errors.js';
 import { Conv1D, Linear, type LinearFactory, type LinearLayer, type LinearOptions, Module, plainLinear } from '../nn/index.js';
 import * as pl from '../tensor/index.js';
-import { noGrad, type Tensor } from '../tensor/index.js';
+import { isGradEnabled, noGrad, type Tensor } from '../tensor/index.js';
 
 export class AdapterError extends PlinthError {}
 
@@ -166,6 +166,9 @@ export class LoRALinear extends Module implements LinearLayer {
     const xf = x.reshape(-1, this.inFeatures); // (M, in): the packed tokens
     const hf = h.reshape(-1, this.outFeatures);
     const M = xf.shape[0];
+    // Without gradients (serving), each update is added into its rows of the base output in place,
+    // so the rows are neither copied nor concatenated again.
+    const inPlace = !isGradEnabled();
     let at = 0;
     const parts = segments.map((s) => {
       if (s.start !== at || s.end <= s.start || s.end > M) throw new AdapterError(`${this.prefix}: adapter segments must tile the ${M} rows in order; got [${s.start}, ${s.end}) after row ${at}`);
@@ -175,10 +178,12 @@ export class LoRALinear extends Module implements LinearLayer {
       const a = s.adapter === null ? undefined : this.adapters.get(s.adapter);
       if (!a) return hs;
       const u = pl.mul(pl.linear(pl.dropout(xf.slice(0, s.start, s.end), a.dropout, this.training), a.A), a.scaling);
-      return pl.add(hs, pl.linear(u, a.B));
+      if (!inPlace) return pl.add(hs, pl.linear(u, a.B));
+      pl.addInPlace(hs, pl.linear(u, a.B));
+      return hs;
     });
     if (at !== M) throw new AdapterError(`${this.prefix}: adapter segments cover ${at} of ${M} rows`);
-    return pl.cat(parts, 0).reshape([...h.shape]);
+    return inPlace ? h : pl.cat(parts, 0).reshape([...h.shape]);
   }
 
   /** (α/r)·B·A as the base stores its weight: (out, in), or (in, out) for Conv1D. */

@@ -1,7 +1,8 @@
 // engineGenerator against generateBatch on tiny random models: the same greedy ids for prompts of
 // mixed lengths (a LoRA model in training mode included, whose mode comes back), sampling that a
 // seed reproduces and another seed changes, stop ids that end a response (and are kept), the
-// context cap, and no stale keys or values once the weights changed.
+// context cap, and — one generator, so one engine kept from call to call — no stale keys or values
+// once the weights changed and no requests left over from a failed call.
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateBatch } from '../../src/align/index.js';
@@ -109,8 +110,13 @@ test('after the weights change, the next call generates from the new weights', (
   assert.deepEqual(second, generateBatch(model, prompts, o));
 });
 
-test('no prompt with room left: empty responses; an empty prompt is an error', () => {
+test('no prompt with room left: empty responses; bad prompts are errors that leave nothing behind', () => {
   const model = models.llama;
-  assert.deepEqual(engine(model, [Array.from({ length: 40 }, () => 1)], { maxNewTokens: 5 }), [[]]);
-  assert.throws(() => engine(model, [[1], []], { maxNewTokens: 5 }), /prompt 1 is empty/);
+  const o = { maxNewTokens: 6, temperature: 0 };
+  const want = engine(model, prompts, o);
+  assert.deepEqual(engine(model, [Array.from({ length: 40 }, () => 1)], o), [[]]);
+  assert.throws(() => engine(model, [[1], []], o), /prompt 1 is empty/);
+  // Requests queued before the bad one are dropped with the call, not run by the next one.
+  assert.throws(() => engine(model, [...prompts, [V]], o), /outside the vocabulary/);
+  assert.deepEqual(engine(model, prompts, o), want);
 });

@@ -36,7 +36,9 @@ const idsOnly = {
 } as unknown as Tokenizer;
 
 /** A Generator that runs every prompt of a call through one engine (greedy at temperature 0, else
- *  sampled with a per-request seed drawn from the global seeded stream, so a run is reproducible). */
+ *  sampled with a per-request seed drawn from the global seeded stream, so a run is reproducible).
+ *  It holds its engine, and with it the last model and a pool for its largest batch, until it is
+ *  dropped: one generator per run (PPO's loop, an evaluation) keeps the pool from call to call. */
 export function engineGenerator(options: EngineGeneratorOptions = {}): Generator {
   const blockSize = options.blockSize ?? 16;
   const maxBatchTokens = options.maxBatchTokens ?? 512;

@@ -1,8 +1,9 @@
-// Measuring an aligned model on questions with exact answers: exact-match accuracy of its greedy
-// answers, the mean programmatic reward of sampled answers, and the KL divergence from a reference
+// Measuring an aligned model on questions with exact answers: exact-match accuracy of the answer its
+// greedy response states (alone, or after "the answer is" in a rambling one), the mean programmatic
+// reward of sampled answers (by default 1 only for the answer alone), their length, and the KL divergence from a reference
 // model estimated on those samples, E_{y~π}[log π(y|x) − log π_ref(y|x)]. A pre-trained model,
 // which has never seen the chat format, is measured few-shot in plain text instead.
-import { normaliseAnswer } from '../data/index.js';
+import { normaliseAnswer, statedAnswer } from '../data/index.js';
 import { ArgumentError } from '../errors.js';
 import type { CausalLM } from '../models/index.js';
 import * as pl from '../tensor/index.js';
@@ -28,7 +29,7 @@ export interface EvalOptions {
 }
 
 export interface EvalResult {
-  /** Exact-match accuracy of greedy answers. */
+  /** Exact-match accuracy of the answers the greedy responses state. */
   accuracy: number;
   /** Mean reward of sampled (temperature 1) answers. */
   meanReward: number;
@@ -36,12 +37,19 @@ export interface EvalResult {
   kl: number;
   /** Mean length of the greedy answers in tokens. */
   meanTokens: number;
+  /** Mean length of the sampled answers in tokens (NaN without samples). */
+  sampledTokens: number;
   byKind: Record<string, { n: number; correct: number }>;
   examples: { prompt: string; answer: string; response: string }[];
 }
 
 function exactReward(item: QuestionItem, response: string): number {
   return normaliseAnswer(response) === normaliseAnswer(item.answer) ? 1 : 0;
+}
+
+/** 1 when the answer a response states is exactly the item's answer. */
+function statedCorrect(item: QuestionItem, response: string): number {
+  return normaliseAnswer(statedAnswer(response)) === normaliseAnswer(item.answer) ? 1 : 0;
 }
 
 /** The end-of-turn id of a chat tokenizer (ChatML's <|im_end|>, else end-of-text). */
@@ -76,7 +84,7 @@ export function evaluateChat(model: CausalLM, tokenizer: Tokenizer, items: reado
   const examples: EvalResult['examples'] = [];
   greedy.forEach((ids, i) => {
     const response = decodeAnswer(tokenizer, ids, stop);
-    const ok = exactReward(items[i], response);
+    const ok = statedCorrect(items[i], response);
     correct += ok;
     tokens += ids.length;
     const k = items[i].kind ?? 'all';
@@ -88,10 +96,12 @@ export function evaluateChat(model: CausalLM, tokenizer: Tokenizer, items: reado
   const samples = options.samples ?? 1;
   let meanReward = NaN;
   let kl = NaN;
+  let sampledTokens = NaN;
   if (samples > 0) {
     const rep = items.flatMap((it, i) => Array.from({ length: samples }, () => ({ it, prompt: prompts[i] })));
     const sampled = generate(model, rep.map((r) => r.prompt), { maxNewTokens, temperature: 1, stopIds: stop });
     meanReward = sampled.reduce((s, ids, j) => s + reward(rep[j].it, decodeAnswer(tokenizer, ids, stop)), 0) / sampled.length;
+    sampledTokens = sampled.reduce((s, ids) => s + ids.length, 0) / sampled.length;
     if (options.reference) {
       const seqs = sampled.map((ids, j) => ({ ids: [...rep[j].prompt, ...ids], mask: [...rep[j].prompt.map(() => 0), ...ids.map(() => 1)] }));
       const a = batchedSequenceLogProbs(frozenReference(model), seqs, stop[0]);
@@ -99,7 +109,7 @@ export function evaluateChat(model: CausalLM, tokenizer: Tokenizer, items: reado
       kl = a.reduce((s, x, j) => s + x - b[j], 0) / a.length;
     }
   }
-  return { accuracy: correct / items.length, meanReward, kl, meanTokens: tokens / items.length, byKind, examples };
+  return { accuracy: correct / items.length, meanReward, kl, meanTokens: tokens / items.length, sampledTokens, byKind, examples };
 }
 
 /** log π(response | prompt) of each sequence under a model, without gradients, in batches. */
@@ -153,7 +163,7 @@ export function evaluateFewShot(model: CausalLM, tokenizer: Tokenizer, items: re
   const examples: EvalResult['examples'] = [];
   greedy.forEach((ids, i) => {
     const response = answer(ids);
-    const ok = exactReward(items[i], response);
+    const ok = statedCorrect(items[i], response);
     correct += ok;
     tokens += ids.length;
     const kind = items[i].kind ?? 'all';
@@ -164,5 +174,6 @@ export function evaluateFewShot(model: CausalLM, tokenizer: Tokenizer, items: re
   });
   const sampled = generate(model, prompts, { maxNewTokens, temperature: 1, stopIds: stop });
   const meanReward = sampled.reduce((s, ids, i) => s + reward(items[i], answer(ids)), 0) / sampled.length;
-  return { accuracy: correct / items.length, meanReward, kl: NaN, meanTokens: tokens / items.length, byKind, examples, meanShots: shotsUsed / items.length };
+  const sampledTokens = sampled.reduce((s, ids) => s + ids.length, 0) / sampled.length;
+  return { accuracy: correct / items.length, meanReward, kl: NaN, meanTokens: tokens / items.length, sampledTokens, byKind, examples, meanShots: shotsUsed / items.length };
 }

@@ -3,6 +3,7 @@
 import {
   preferencePairs, taskReward, type InstructionExample, type PairKind, type PreferenceExample, type PreferencePair, type TaskExample,
 } from '../data/index.js';
+import { ArgumentError } from '../errors.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import type { EncodedPair } from './reward.js';
 import type { Scorer } from './ppo.js';
@@ -21,8 +22,21 @@ export function fitsContext(tokenizer: Tokenizer, maxPositions: number, reserve 
  */
 export const ANSWER_PREFIX = ' ';
 
-export function sftExamplesFromTasks(tokenizer: Tokenizer, tasks: readonly TaskExample[]): EncodedExample[] {
-  return tasks.map((e) => encodeConversation(tokenizer, [{ role: 'user', content: e.prompt }, { role: 'assistant', content: ANSWER_PREFIX + e.answer }]));
+/**
+ * SFT conversations of the built-in tasks. With `rambling` = f, a fraction f of the answers (spread
+ * evenly over the examples) is the rambling version of the answer, as in instruction data written by
+ * people, which states the answer in needless words about as often as not: the SFT model then
+ * rambles at that rate, and preference training (concise pairs) or the exact-answer reward of PPO
+ * has something to fix.
+ */
+export function sftExamplesFromTasks(tokenizer: Tokenizer, tasks: readonly TaskExample[], options: { rambling?: number } = {}): EncodedExample[] {
+  const f = options.rambling ?? 0;
+  if (!(f >= 0 && f <= 1)) throw new ArgumentError(`rambling must be a fraction in [0, 1], got ${f}`);
+  // Example i rambles when the running count floor((i + 1)·f) steps up: exactly f of every stretch.
+  return tasks.map((e, i) => {
+    const answer = Math.floor((i + 1) * f) > Math.floor(i * f) ? e.rambling : e.answer;
+    return encodeConversation(tokenizer, [{ role: 'user', content: e.prompt }, { role: 'assistant', content: ANSWER_PREFIX + answer }]);
+  });
 }
 
 /** Preference pairs of the built-in tasks, encoded (answers after ANSWER_PREFIX). */

@@ -16,7 +16,7 @@ import { engineGenerator } from '../infer/index.js';
 import { saveModel } from '../io/index.js';
 import { manualSeed } from '../tensor/index.js';
 import {
-  copyModel, EVAL_SPLIT, frozenCopy, int, loadChatModel, parseKinds, pct, tasksFor, TRAIN_SPLIT,
+  copyModel, EVAL_SPLIT, frozenCopy, int, loadChatModel, num, parseKinds, pct, tasksFor, TRAIN_SPLIT,
 } from './align-shared.js';
 import { runPretrain } from './pretrain.js';
 
@@ -27,6 +27,7 @@ interface DemoOptions {
   eval: string;
   kinds?: string;
   pairs: string;
+  rambling: string;
   sftSteps: string;
   rmSteps: string;
   ppoIterations: string;
@@ -71,7 +72,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   say(`tasks: ${train.length} training and ${heldOut.length} held-out examples (${kinds.join(', ')}); ${getBackend()} backend, ${numThreads()} threads`);
   const stop = [endId];
   const record = (stage: string, r: EvalResult, seconds: number, note?: string) => {
-    rows.push({ stage, accuracy: r.accuracy, reward: r.meanReward, kl: r.kl, tokens: r.meanTokens, seconds, note });
+    rows.push({ stage, accuracy: r.accuracy, reward: r.meanReward, kl: r.kl, tokens: r.sampledTokens, seconds, note });
     say(`  ${stage}: accuracy ${pct(r.accuracy)}, mean reward ${r.meanReward.toFixed(3)}${Number.isNaN(r.kl) ? '' : `, KL ${r.kl.toFixed(3)}`} (${Object.entries(r.byKind).map(([k, v]) => `${k} ${v.correct}/${v.n}`).join(', ')})`);
   };
 
@@ -86,7 +87,8 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   ts = clock();
   const policy = copyModel(cm.model);
   const sftSteps = int(o.sftSteps, 'sft-steps', 300);
-  sft(policy, sftExamplesFromTasks(tokenizer, train), {
+  const rambling = num(o.rambling, 'rambling', 0.5);
+  sft(policy, sftExamplesFromTasks(tokenizer, train, { rambling }), {
     steps: sftSteps, batchSize: 8, lr: 2e-3, padId: endId, seed,
     onStep: (m) => { if (m.step % Math.max(1, Math.round(sftSteps / 5)) === 0) say(`  step ${m.step}/${sftSteps} loss ${m.loss.toFixed(3)}`); },
   });
@@ -164,7 +166,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
 export function formatTable(rows: Row[]): string {
   const f = (x: number, d: number) => (Number.isNaN(x) ? '-' : x.toFixed(d));
   const lines = [
-    '| stage | exact-match accuracy | mean reward | KL to SFT | answer tokens | time (s) | note |',
+    '| stage | exact-match accuracy | mean reward | KL to SFT | answer tokens (sampled) | time (s) | note |',
     '|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.stage} | ${pct(r.accuracy)} | ${f(r.reward, 3)} | ${f(r.kl, 3)} | ${f(r.tokens, 1)} | ${r.seconds.toFixed(0)} | ${r.note ?? ''} |`),
   ];
@@ -180,7 +182,8 @@ export function registerAlignDemoCommand(program: Command): void {
     .option('--train <n>', 'training questions', '2000')
     .option('--eval <n>', 'held-out questions', '120')
     .option('--kinds <list>', 'task kinds: holder, location, colour, arithmetic (default all)')
-    .option('--pairs <kind>', 'preference pairs: correct (answer vs wrong), concise (answer vs rambling) or both', 'correct')
+    .option('--pairs <kind>', 'preference pairs: correct (answer vs wrong), concise (answer vs rambling) or both', 'both')
+    .option('--rambling <fraction>', 'fraction of SFT answers given in needless words (the habit DPO and PPO then remove)', '0.5')
     .option('--sft-steps <n>', 'SFT steps', '300')
     .option('--rm-steps <n>', 'reward-model steps', '100')
     .option('--ppo-iterations <n>', 'PPO rollout batches', '12')

@@ -22,6 +22,7 @@ interface SFTCliOptions extends LoraOptions {
   batchSize: string;
   lr: string;
   pack: boolean;
+  rambling: string;
   seed: string;
   json?: boolean;
 }
@@ -39,7 +40,7 @@ export function runSFT(o: SFTCliOptions): void {
     for (const p of problems) say(`skipped ${o.data} line ${p.line}: ${p.message}`);
     examples = sftExamplesFromRecords(cm.tokenizer, records);
   } else {
-    examples = sftExamplesFromTasks(cm.tokenizer, tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds));
+    examples = sftExamplesFromTasks(cm.tokenizer, tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds), { rambling: num(o.rambling, 'rambling', 0) });
   }
   const steps = int(o.steps, 'steps', 300);
   say(`SFT on ${examples.length} examples${o.data ? ` from ${o.data}` : ' (built-in tasks)'}${cm.lora ? ' with LoRA' : ''}: ${steps} steps`);
@@ -68,6 +69,7 @@ export function registerSFTCommand(program: Command): void {
     .option('--steps <n>', 'optimizer steps', '300')
     .option('--batch-size <n>', 'rows per step', '8')
     .option('--lr <x>', 'peak learning rate', '2e-3')
+    .option('--rambling <fraction>', 'built-in tasks: fraction of answers given in needless words', '0')
     .option('--no-pack', 'one example per row (padded) instead of packing short examples together')
     .action((o: SFTCliOptions) => runSFT(o));
 }

@@ -18,7 +18,7 @@ export { openDataset, type Dataset } from './dataset.js';
 export { BatchSampler, type Batch, type SamplerOptions, type SamplerState } from './sampler.js';
 export { DataError } from './errors.js';
 export {
-  taskExamples, preferencePairs, taskReward, normaliseAnswer, TASK_KINDS,
+  taskExamples, preferencePairs, taskReward, normaliseAnswer, statedAnswer, statesAnswer, TASK_KINDS,
   type TaskExample, type TaskKind, type TaskOptions, type PreferencePair, type PairKind,
 } from './tasks.js';
 export {

@@ -203,6 +203,20 @@ export function normaliseAnswer(s: string): string {
   return s.trim().replace(/[.!]+$/, '').trim().toLowerCase();
 }
 
+/**
+ * The answer a response states: what follows its last "the answer is" (a rambling response), else
+ * the whole response. Accuracy compares this with the answer; the reward asks for the answer alone.
+ */
+export function statedAnswer(response: string): string {
+  const all = [...response.matchAll(/the answer is\s+([^.!?,;\n]*)/gi)];
+  return all.length > 0 ? all[all.length - 1][1] : response;
+}
+
+/** Whether a response states the exact answer, alone or inside needless words. */
+export function statesAnswer(e: Pick<TaskExample, 'answer'>, response: string): boolean {
+  return normaliseAnswer(statedAnswer(response)) === normaliseAnswer(e.answer);
+}
+
 /** The programmatic reward: 1 for exactly the answer, 0 otherwise. */
 export function taskReward(e: Pick<TaskExample, 'answer'>, response: string): number {
   return normaliseAnswer(response) === normaliseAnswer(e.answer) ? 1 : 0;

@@ -6,8 +6,9 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   AlignmentDataError, collate, encodeConversation, encodePrompt, endOfTurnId, evaluateChat, generateBatch, packExamples, sft,
-  type EncodedExample,
+  sftExamplesFromTasks, type EncodedExample,
 } from '../../src/align/index.js';
+import { taskExamples } from '../../src/data/index.js';
 import { createModel } from '../../src/models/index.js';
 import { manualSeed } from '../../src/tensor/index.js';
 import { trainTokenizer, type Tokenizer } from '../../src/tokenizers/index.js';
@@ -104,3 +105,19 @@ describe('SFT end to end', () => {
     prompts.forEach((p, i) => assert.deepEqual(generateBatch(model, [p], { maxNewTokens: 4, stopIds: [end] })[0], batched[i]));
   });
 });
+
+describe('SFT data of the built-in tasks', () => {
+  test('a rambling fraction f gives exactly f of the answers in needless words, spread over the examples', () => {
+    const tasks = taskExamples({ seed: 1, count: 40, kinds: ['arithmetic'] });
+    const answerOf = (e: EncodedExample) => tok.decode(e.ids.filter((_, i) => e.mask[i] === 1));
+    const count = (f: number) => sftExamplesFromTasks(tok, tasks, { rambling: f }).filter((e, i) => answerOf(e).includes(tasks[i].rambling.slice(0, 8))).length;
+    assert.equal(count(0), 0);
+    assert.equal(count(0.25), 10);
+    assert.equal(count(0.5), 20);
+    assert.equal(count(1), 40);
+    const half = sftExamplesFromTasks(tok, tasks, { rambling: 0.5 }).map((e, i) => answerOf(e).includes(tasks[i].rambling.slice(0, 8)));
+    assert.ok(half.slice(0, 10).some((x) => x) && half.slice(0, 10).some((x) => !x), 'rambling answers are spread, not bunched');
+    assert.throws(() => sftExamplesFromTasks(tok, tasks, { rambling: 1.5 }), /fraction/);
+  });
+});
+

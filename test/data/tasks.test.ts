@@ -3,7 +3,7 @@
 // ones, arithmetic is right, and the programmatic reward is exact match.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { normaliseAnswer, preferencePairs, taskExamples, taskReward, TASK_KINDS } from '../../src/data/index.js';
+import { normaliseAnswer, preferencePairs, statedAnswer, statesAnswer, taskExamples, taskReward, TASK_KINDS } from '../../src/data/index.js';
 
 describe('built-in tasks', () => {
   const a = taskExamples({ seed: 1, count: 80 });
@@ -57,5 +57,17 @@ describe('built-in tasks', () => {
     assert.equal(taskReward({ answer: 'living room' }, 'Living room'), 1);
     assert.equal(taskReward({ answer: 'Anna' }, 'The answer is Anna.'), 0);
     assert.equal(taskReward({ answer: '7' }, '17'), 0);
+  });
+
+  test('the stated answer: alone, or after the last "the answer is" of a rambling response', () => {
+    assert.equal(statedAnswer(' Jack'), ' Jack');
+    assert.equal(statedAnswer('Let me think. The answer is living room. I hope that helps.'), 'living room');
+    assert.equal(statedAnswer('The answer is 5, no, the answer is 7.'), '7');
+    for (const e of a) {
+      assert.ok(statesAnswer(e, e.answer) && statesAnswer(e, e.rambling), e.rambling);
+      assert.ok(!statesAnswer(e, e.wrong));
+      // The reward asks for the answer alone: a rambling answer states it but earns nothing.
+      assert.equal(taskReward(e, e.rambling), 0);
+    }
   });
 });

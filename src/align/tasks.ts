@@ -9,10 +9,14 @@ import type { EncodedPair } from './reward.js';
 import type { Scorer } from './ppo.js';
 import { encodeConversation, encodePrompt, encodeResponse, type EncodedExample } from './sequences.js';
 
-/** Whether a task's prompt plus `reserve` tokens of answer fits a context of maxPositions. */
-export function fitsContext(tokenizer: Tokenizer, maxPositions: number, reserve = 24): (e: { prompt: string }) => boolean {
-  // The chat template adds about a dozen tokens around the user's message.
-  return (e) => tokenizer.encode(e.prompt, { addSpecialTokens: false }).length + 12 + reserve <= maxPositions;
+/**
+ * Whether a task's prompt plus its longest answer (the rambling one, when it has one; at least
+ * `reserve` tokens) fits a context of maxPositions.
+ */
+export function fitsContext(tokenizer: Tokenizer, maxPositions: number, reserve = 24): (e: { prompt: string; rambling?: string }) => boolean {
+  const length = (s: string) => tokenizer.encode(s, { addSpecialTokens: false }).length;
+  // The chat template adds about a dozen tokens around the user's message and the answer.
+  return (e) => length(e.prompt) + 12 + Math.max(reserve, e.rambling === undefined ? 0 : length(ANSWER_PREFIX + e.rambling) + 2) <= maxPositions;
 }
 
 /**

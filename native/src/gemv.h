@@ -6,9 +6,11 @@
  *   GV_W            float lanes per vector;  gv_vec  the vector type
  *   GV_ACC          accumulator registers a kernel may use (the register file minus working ones)
  *   gv_zero() gv_set1(x) gv_load(p) gv_loadn(p, n) gv_storen(p, v, n) gv_add(a, b) gv_fma(a, b, c)
- *   gv_hsum(v) gv_prefetch(p)
+ *   gv_hsum(v) gv_hsum4(a, b, c, d, out) gv_prefetch(p)
  * where gv_loadn reads the first n (0 <= n <= GV_W) floats and zeros the other lanes without touching
- * their memory, and gv_storen writes only the first n lanes.
+ * their memory, gv_storen writes only the first n lanes, and gv_hsum4 writes the four sums of
+ * gv_hsum(a) .. gv_hsum(d) to out[0..3], bit for bit (a row's result must not depend on the tile
+ * it was computed in: a sequence decodes the same alone or among others).
  *
  * Every weight is used once per row of A, so these products are bound by the memory traffic of B
  * (the weights), not by arithmetic: each kernel reads a block of B once and meets every row of A
@@ -30,11 +32,17 @@
  * most 8, so that a unit of 8 is always a whole number of tiles. */
 #define GV_TILE(MT) ((GV_ACC) / (MT) >= 8 ? 8 : (GV_ACC) / (MT) >= 4 ? 4 : (GV_ACC) / (MT) >= 2 ? 2 : 1)
 
+/* Elements from p up to the next vector boundary (0 on one). */
+static inline int GV(head)(const float* p) { return (int)((GV_W - ((uintptr_t)p / sizeof(float)) % GV_W) % GV_W); }
+
 /* C[i][r] (+)= Σ_k a[i·lda + k] · b[r·ldb + k] for i < m <= MT, r < n <= R. Rows past m or n
- * repeat row 0 (harmless extra work on data already in cache) and are not stored. */
+ * repeat row 0 (harmless extra work on data already in cache) and are not stored. The first `head`
+ * (< GV_W) elements of k go through a masked load, so that when b + head is a vector boundary every
+ * later load of B is aligned. */
 GV_TARGET static inline __attribute__((always_inline)) void GV(dots)(const int MT, const int R, const float* a,
                                                                    int64_t lda, int m, const float* b, int64_t ldb,
-                                                                   int n, int64_t K, float* c, int64_t ldc, bool add) {
+                                                                   int n, int64_t K, int head, float* c, int64_t ldc,
+                                                                   bool add) {
   const float* ar[4];
   const float* br[8];
   for (int i = 0; i < MT; i++) ar[i] = a + (i < m ? i : 0) * lda;
@@ -42,7 +50,15 @@ GV_TARGET static inline __attribute__((always_inline)) void GV(dots)(const int M
   gv_vec acc[4][8];
   for (int i = 0; i < MT; i++)
     for (int r = 0; r < R; r++) acc[i][r] = gv_zero();
-  int64_t k = 0;
+  int64_t k = head < K ? head : K;
+  if (k > 0) {
+    gv_vec bv[8];
+    for (int r = 0; r < R; r++) bv[r] = gv_loadn(br[r], k);
+    for (int i = 0; i < MT; i++) {
+      gv_vec av = gv_loadn(ar[i], k);
+      for (int r = 0; r < R; r++) acc[i][r] = gv_fma(av, bv[r], acc[i][r]);
+    }
+  }
   /* B's rows are contiguous in memory, so the rows GV_AHEAD further on are the next to be read;
    * fetching them now keeps the memory system busy across 4 KB page boundaries, where the
    * hardware prefetcher stops (1.3x on one row of A, 1.8x on four) */
@@ -67,11 +83,13 @@ GV_TARGET static inline __attribute__((always_inline)) void GV(dots)(const int M
       for (int r = 0; r < R; r++) acc[i][r] = gv_fma(av, bv[r], acc[i][r]);
     }
   }
-  for (int i = 0; i < m; i++)
-    for (int r = 0; r < n; r++) {
-      float s = gv_hsum(acc[i][r]);
-      c[i * ldc + r] = add ? c[i * ldc + r] + s : s;
-    }
+  for (int i = 0; i < m; i++) {
+    float s[8] = {0};
+    int r = 0;
+    for (; r + 4 <= R; r += 4) gv_hsum4(acc[i][r], acc[i][r + 1], acc[i][r + 2], acc[i][r + 3], s + r);
+    for (; r < R; r++) s[r] = gv_hsum(acc[i][r]);
+    for (r = 0; r < n; r++) c[i * ldc + r] = add ? c[i * ldc + r] + s[r] : s[r];
+  }
 }
 
 /* C[i][x] (+)= Σ_k a[i·lda + k] · b[k·ldb + x] for i < m <= MT, x < cols <= V·W. Rows past m
@@ -125,12 +143,13 @@ GV_TARGET static inline __attribute__((always_inline)) void GV(axpys)(const int 
 /* One row group (MT rows of A, fixed at compile time) over rows or columns [j0, j1) of op(B). */
 #define GV_GROUP(MT)                                                                                  \
   GV_TARGET static void GV(group##MT)(const float* a, int64_t lda, int m, const float* b, bool tb,     \
-                                      int64_t ldb, int64_t K, float* c, int64_t ldc, int64_t j0,        \
-                                      int64_t j1, bool add) {                                           \
+                                      int64_t ldb, int64_t K, int head, float* c, int64_t ldc,          \
+                                      int64_t j0, int64_t j1, bool add) {                               \
     const int T = GV_TILE(MT);                                                                        \
     if (tb) {                                                                                         \
       for (int64_t j = j0; j < j1; j += T)                                                            \
-        GV(dots)(MT, T, a, lda, m, b + j * ldb, ldb, j1 - j < T ? (int)(j1 - j) : T, K, c + j, ldc, add); \
+        GV(dots)(MT, T, a, lda, m, b + j * ldb, ldb, j1 - j < T ? (int)(j1 - j) : T, K, head, c + j,    \
+                 ldc, add);                                                                           \
     } else {                                                                                          \
       for (int64_t j = j0; j < j1; j += (int64_t)T * GV_W) {                                          \
         int64_t cols = j1 - j < (int64_t)T * GV_W ? j1 - j : (int64_t)T * GV_W;                       \
@@ -145,10 +164,15 @@ GV_GROUP(4)
 #undef GV_GROUP
 
 /* C (M, ·) (+)= A (M, K) · op(B) over rows (transB) or columns [j0, j1) of op(B): for each unit of B
- * (8 rows, or 8 vectors of columns, which stay in L1), every group of up to 4 rows of A. */
+ * (8 rows, or 8 vectors of columns, which stay in L1), every group of up to 4 rows of A.
+ * A load that straddles two cache lines costs two, and Node's large buffers start 16 bytes past a
+ * page (32 rows with A and B both off ran at 0.68x the speed of both aligned): when B's rows lie a
+ * whole number of vectors apart, the elements of k up to B's next vector boundary go through masked
+ * loads and the rest of B's loads are aligned (so are A's when A has the same offset: small_m_run). */
 GV_TARGET static void GV(small_m)(const float* a, int64_t lda, int64_t M, const float* b, bool tb, int64_t ldb,
                                   int64_t K, float* c, int64_t ldc, int64_t j0, int64_t j1, bool add) {
   const int64_t unit = tb ? 8 : 8 * GV_W;
+  const int head = tb && ldb % GV_W == 0 ? GV(head)(b) : 0;
   for (int64_t u = j0; u < j1; u += unit) {
     int64_t ue = j1 - u < unit ? j1 : u + unit;
     for (int64_t i = 0; i < M; i += 4) {
@@ -156,10 +180,10 @@ GV_TARGET static void GV(small_m)(const float* a, int64_t lda, int64_t M, const 
       const float* ai = a + i * lda;
       float* ci = c + i * ldc;
       switch (m) {
-        case 1: GV(group1)(ai, lda, m, b, tb, ldb, K, ci, ldc, u, ue, add); break;
-        case 2: GV(group2)(ai, lda, m, b, tb, ldb, K, ci, ldc, u, ue, add); break;
-        case 3: GV(group3)(ai, lda, m, b, tb, ldb, K, ci, ldc, u, ue, add); break;
-        default: GV(group4)(ai, lda, m, b, tb, ldb, K, ci, ldc, u, ue, add); break;
+        case 1: GV(group1)(ai, lda, m, b, tb, ldb, K, head, ci, ldc, u, ue, add); break;
+        case 2: GV(group2)(ai, lda, m, b, tb, ldb, K, head, ci, ldc, u, ue, add); break;
+        case 3: GV(group3)(ai, lda, m, b, tb, ldb, K, head, ci, ldc, u, ue, add); break;
+        default: GV(group4)(ai, lda, m, b, tb, ldb, K, head, ci, ldc, u, ue, add); break;
       }
     }
   }

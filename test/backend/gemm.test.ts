@@ -28,11 +28,13 @@ interface Case {
   /** which operands are broadcast over the batch (stride 0) */
   broadcast: '' | 'a' | 'b' | 'c';
   accumulate: boolean;
+  /** floats from the start of their buffers at which a and b begin (default 0) */
+  offset?: [number, number];
 }
 
 const name = (c: Case): string =>
   `M=${c.M} N=${c.N} K=${c.K}${c.transA ? ' transA' : ''}${c.transB ? ' transB' : ''} batch=${c.batch}` +
-  `${c.broadcast ? ` broadcast ${c.broadcast}` : ''}${c.accumulate ? ' accumulate' : ''}`;
+  `${c.broadcast ? ` broadcast ${c.broadcast}` : ''}${c.accumulate ? ' accumulate' : ''}${c.offset ? ` offsets ${c.offset}` : ''}`;
 
 /** Seeded uniform values in [-1, 1). */
 function random(n: number, seed: number): Float32Array {
@@ -105,6 +107,11 @@ function cases(): Case[] {
     { M: 3, N: 4, K: 0, transA: false, transB: false, batch: 2, broadcast: '', accumulate: false },
     { M: 3, N: 4, K: 0, transA: false, transB: false, batch: 2, broadcast: '', accumulate: true },
   );
+  // few rows against B's rows (x·Wᵀ), K a whole number of vectors, a and b starting at offsets from
+  // a vector boundary: the kernel aligns B's loads past a masked head and copies A to B's offset
+  for (const [M, N, K, offA, offB] of [[32, 40, 64, 0, 3], [1, 37, 48, 5, 5], [7, 20, 80, 1, 0], [17, 9, 32, 4, 13], [4, 33, 1376, 13, 7]]) {
+    out.push({ M, N, K, transA: false, transB: true, batch: 1, broadcast: '', accumulate: offA % 2 === 1, offset: [offA, offB] });
+  }
   return out;
 }
 
@@ -114,9 +121,10 @@ function operands(c: Case, seed: number): Operands {
   const sa = c.broadcast === 'a' ? 0 : c.M * c.K;
   const sb = c.broadcast === 'b' ? 0 : c.K * c.N;
   const sc = c.broadcast === 'c' ? 0 : c.M * c.N;
+  const [offA, offB] = c.offset ?? [0, 0];
   return {
-    a: random((c.batch - 1) * sa + c.M * c.K, seed),
-    b: random((c.batch - 1) * sb + c.K * c.N, seed + 1),
+    a: random(offA + (c.batch - 1) * sa + c.M * c.K, seed).subarray(offA),
+    b: random(offB + (c.batch - 1) * sb + c.K * c.N, seed + 1).subarray(offB),
     c0: random((c.batch - 1) * sc + c.M * c.N, seed + 2),
     sa, sb, sc,
   };
@@ -194,6 +202,19 @@ if (addon) {
       matmul(random(5000, 9), random(5000, 10), new Float32Array(50 * 50), 50, 50, 100, true, false, 1, 0, 0, 0, false);
       matmul(a, b, second, c.M, c.N, c.K, c.transA, c.transB, 1, 0, 0, 0, false);
       assert.deepEqual(second, first);
+    });
+    test('few rows: each row of x·Wᵀ is bit for bit the same whatever rows it is computed with', () => {
+      // a sequence decodes the same alone as in a batch of 32: tiles of 1 to 4 rows reduce alike
+      const N = 45, K = 528;
+      const w = random(3 + N * K, 11).subarray(3);
+      const x = random(1 + 32 * K, 12).subarray(1);
+      const all = new Float32Array(32 * N);
+      matmul(x, w, all, 32, N, K, false, true, 1, 0, 0, 0, false);
+      for (const [i0, m] of [[0, 1], [5, 1], [31, 1], [2, 3], [8, 5], [17, 15]]) {
+        const part = new Float32Array(m * N);
+        matmul(x.subarray(i0 * K, (i0 + m) * K), w, part, m, N, K, false, true, 1, 0, 0, 0, false);
+        assert.deepEqual(part, all.subarray(i0 * N, (i0 + m) * N), `rows ${i0}..${i0 + m - 1}`);
+      }
     });
     test('subarray views read and write at their offsets', () => {
       const c: Case = { M: 13, N: 35, K: 17, transA: false, transB: false, batch: 1, broadcast: '', accumulate: false };

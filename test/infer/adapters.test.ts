@@ -144,3 +144,21 @@ test('adapters: unknown names are rejected at add, embeddings through an adapter
   const plainA = new Engine(merged('a'), idTokenizer, { numBlocks: 16, blockSize: 4 }).embed(ids);
   for (let i = 0; i < viaA.length; i++) assert.ok(Math.abs(viaA[i] - plainA[i]) < 1e-5, `embedding [${i}]: ${viaA[i]} vs merged ${plainA[i]}`);
 });
+
+test('GPT-2 (Conv1D layers, weights stored transposed): an adapter beside the base gives its merged model\'s ids', () => {
+  const gpt2 = { model_type: 'gpt2', vocab_size: 64, n_positions: 64, n_embd: 32, n_layer: 2, n_head: 4, initializer_range: 0.3 };
+  const build = () => {
+    pl.manualSeed(22);
+    const model = pl.createModel(gpt2, { linearFactory: loraFactory() });
+    addAdapter(model, { r: 4, alpha: 8, targetModules: ['c_attn', 'c_fc'] }, 'a');
+    for (const l of loraLayers(model)) for (const ad of l.adapters.values()) (ad.B.storage as Float32Array).set(pl.mul(pl.randn(ad.B.shape), 0.5).data() as Float32Array);
+    return model.eval();
+  };
+  const jobs: Job[] = [{ id: 'base', prompt: prompts[0], adapter: null }, { id: 'a', prompt: prompts[0], adapter: 'a' }, { id: 'a2', prompt: prompts[2], adapter: 'a' }];
+  const together = runAll(new Engine(build(), idTokenizer, { numBlocks: 32, blockSize: 4, maxBatchTokens: 9 }), jobs);
+  const plain = mergedModel(build());
+  for (const j of jobs.slice(1)) {
+    assert.deepEqual(together.get(j.id)!.ids, runAll(new Engine(plain, idTokenizer, { numBlocks: 16, blockSize: 4 }), [{ ...j, adapter: null }]).get(j.id)!.ids, j.id);
+  }
+  assert.notDeepEqual(together.get('a')!.ids, together.get('base')!.ids);
+});

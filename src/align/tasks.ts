@@ -10,13 +10,15 @@ import type { Scorer } from './ppo.js';
 import { encodeConversation, encodePrompt, encodeResponse, type EncodedExample } from './sequences.js';
 
 /**
- * Whether a task's prompt plus its longest answer (the rambling one, when it has one; at least
- * `reserve` tokens) fits a context of maxPositions.
+ * Whether a task's conversation fits a context of maxPositions: its prompt with room for `reserve`
+ * tokens of answer, and with its longest answer (the rambling one, when it has one).
  */
 export function fitsContext(tokenizer: Tokenizer, maxPositions: number, reserve = 24): (e: { prompt: string; rambling?: string }) => boolean {
-  const length = (s: string) => tokenizer.encode(s, { addSpecialTokens: false }).length;
-  // The chat template adds about a dozen tokens around the user's message and the answer.
-  return (e) => length(e.prompt) + 12 + Math.max(reserve, e.rambling === undefined ? 0 : length(ANSWER_PREFIX + e.rambling) + 2) <= maxPositions;
+  return (e) => {
+    const user = [{ role: 'user', content: e.prompt }];
+    if (encodePrompt(tokenizer, user).length + reserve > maxPositions) return false;
+    return e.rambling === undefined || encodeConversation(tokenizer, [...user, { role: 'assistant', content: ANSWER_PREFIX + e.rambling }]).ids.length <= maxPositions;
+  };
 }
 
 /**

@@ -6,7 +6,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   AlignmentDataError, collate, encodeConversation, encodePrompt, endOfTurnId, evaluateChat, generateBatch, packExamples, sft,
-  sftExamplesFromTasks, type EncodedExample,
+  sftExamplesFromTasks, fitsContext, type EncodedExample,
 } from '../../src/align/index.js';
 import { taskExamples } from '../../src/data/index.js';
 import { createModel } from '../../src/models/index.js';
@@ -118,6 +118,16 @@ describe('SFT data of the built-in tasks', () => {
     const half = sftExamplesFromTasks(tok, tasks, { rambling: 0.5 }).map((e, i) => answerOf(e).includes(tasks[i].rambling.slice(0, 8)));
     assert.ok(half.slice(0, 10).some((x) => x) && half.slice(0, 10).some((x) => !x), 'rambling answers are spread, not bunched');
     assert.throws(() => sftExamplesFromTasks(tok, tasks, { rambling: 1.5 }), /fraction/);
+  });
+
+  test('fitsContext keeps the tasks whose rambling conversation fits the context', () => {
+    const max = 300;
+    const all = taskExamples({ seed: 3, count: 60 });
+    const kept = all.filter(fitsContext(tok, max));
+    assert.ok(kept.length > 0 && kept.length < all.length, `${kept.length} of ${all.length} kept`);
+    for (const e of sftExamplesFromTasks(tok, kept, { rambling: 1 })) assert.ok(e.ids.length <= max, `${e.ids.length} tokens`);
+    const dropped = all.filter((e) => !kept.includes(e));
+    assert.ok(sftExamplesFromTasks(tok, dropped, { rambling: 1 }).some((e) => e.ids.length > max) || dropped.some((e) => encodePrompt(tok, [{ role: 'user', content: e.prompt }]).length + 24 > max));
   });
 });
 

@@ -20,6 +20,9 @@ import {
 } from './align-shared.js';
 import { runPretrain } from './pretrain.js';
 
+/** Room for a rambling answer (about 20 tokens), so it is read to its end. */
+const ANSWER_TOKENS = 40;
+
 interface DemoOptions {
   model?: string;
   out: string;
@@ -71,6 +74,8 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const heldOut = tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds);
   say(`tasks: ${train.length} training and ${heldOut.length} held-out examples (${kinds.join(', ')}); ${getBackend()} backend, ${numThreads()} threads`);
   const stop = [endId];
+  // Rollouts and evaluations run through the inference engine (one, reused: its pool fits the largest batch).
+  const generator = engineGenerator();
   const record = (stage: string, r: EvalResult, seconds: number, note?: string) => {
     rows.push({ stage, accuracy: r.accuracy, reward: r.meanReward, kl: r.kl, tokens: r.sampledTokens, seconds, note });
     say(`  ${stage}: accuracy ${pct(r.accuracy)}, mean reward ${r.meanReward.toFixed(3)}${Number.isNaN(r.kl) ? '' : `, KL ${r.kl.toFixed(3)}`} (${Object.entries(r.byKind).map(([k, v]) => `${k} ${v.correct}/${v.n}`).join(', ')})`);
@@ -95,7 +100,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   saveModel(policy, path.join(o.out, 'sft'), { tokenizer });
   const sftSeconds = (clock() - ts) / 1000;
   manualSeed(seed);
-  record('SFT', evaluateChat(policy, tokenizer, heldOut, { generator: engineGenerator() }), sftSeconds);
+  record('SFT', evaluateChat(policy, tokenizer, heldOut, { maxNewTokens: ANSWER_TOKENS, generator }), sftSeconds);
   const reference = frozenReference(frozenCopy(policy));
 
   // 2. Reward model from the SFT model, on preference pairs.
@@ -122,7 +127,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const iterations = int(o.ppoIterations, 'ppo-iterations', 12);
   manualSeed(seed + 1);
   const ppoRun = ppo(ppoPolicy, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, taskScorer(tokenizer, train, stop), {
-    iterations, batchSize: 16, lr: 2e-4, beta: 0.05, maxNewTokens: 12, stopIds: stop, padId: endId, seed, generator: engineGenerator(),
+    iterations, batchSize: 16, lr: 2e-4, beta: 0.05, maxNewTokens: ANSWER_TOKENS, stopIds: stop, padId: endId, seed, generator,
     onIteration: (m) => say(`  iteration ${m.iteration}/${iterations} reward ${m.score.toFixed(3)} KL ${m.kl.toFixed(3)} length ${m.length.toFixed(1)} (${m.seconds.toFixed(1)} s)`),
   });
   saveModel(ppoPolicy, path.join(o.out, 'ppo'), { tokenizer });
@@ -130,7 +135,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   manualSeed(seed);
   const first = ppoRun.iterations[0];
   const last = ppoRun.iterations[ppoRun.iterations.length - 1];
-  record('PPO', evaluateChat(ppoPolicy, tokenizer, heldOut, { reference, generator: engineGenerator() }), ppoSeconds,
+  record('PPO', evaluateChat(ppoPolicy, tokenizer, heldOut, { maxNewTokens: ANSWER_TOKENS, reference, generator }), ppoSeconds,
     `training reward ${first.score.toFixed(2)} → ${last.score.toFixed(2)}`);
 
   // 4. DPO on preference pairs, from the SFT model.
@@ -148,7 +153,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const dpoSeconds = (clock() - ts) / 1000;
   manualSeed(seed);
   const lastDpo = dpoRun.steps[dpoRun.steps.length - 1];
-  record('DPO', evaluateChat(dpoPolicy, tokenizer, heldOut, { reference, generator: engineGenerator() }), dpoSeconds, `${pairKind} pairs, final margin ${lastDpo.margin.toFixed(2)}`);
+  record('DPO', evaluateChat(dpoPolicy, tokenizer, heldOut, { maxNewTokens: ANSWER_TOKENS, reference, generator }), dpoSeconds, `${pairKind} pairs, final margin ${lastDpo.margin.toFixed(2)}`);
   // SFT's own KL to itself is 0 by definition; it is the reference of the rows below it.
   rows.find((r) => r.stage === 'SFT')!.kl = 0;
 

@@ -457,9 +457,12 @@ INLINE int chunk_rows(const pg_job* j, int64_t kh, const int32_t* table, int64_t
 }
 
 /* Blocks [b0, b1) of an item. Whole items (pm == NULL) write out = O / l; pieces of a split item
- * write their m, l and O to a slot for the merge. */
+ * write their m, l and O to a slot for the merge. `next`, when not NULL, is the item the thread
+ * computes next, from its first block: its first chunk is prefetched during the last chunk of this
+ * one, or every item would start on cold blocks (32 decoding sequences, one thread: 1.15x at 144
+ * keys, 1.6x at 40). */
 INLINE void run_piece(const pg_job* j, const pg_item* it, int64_t b0, int64_t b1, const pg_scratch* w, float* pm,
-                      double* pl, float* pO, const pg_isa* isa) {
+                      double* pl, float* pO, const pg_item* next, const pg_isa* isa) {
   const int64_t D = j->D, bs = j->bs, ck = j->ck;
   const int ng = it->ng, M = it->nr * ng;
   const bool by_dots = M <= DOT_M;
@@ -486,8 +489,11 @@ INLINE void run_piece(const pg_job* j, const pg_item* it, int64_t b0, int64_t b1
   int nc = chunk_rows(j, it->kh, table, jb, je, kr, vr);
   for (int64_t j0 = jb; j0 < je; j0 += ck) {
     int nn = chunk_rows(j, it->kh, table, j0 + ck, je, kn, vn);
+    if (nn == 0 && next) /* rows to prefetch only: the loop ends after this chunk */
+      nn = chunk_rows(j, next->kh, j->table + next->s * j->maxBlocks, 0, next->p0 + next->nr, kn, vn);
     if (by_dots) {
       isa->dots(M, nc, D, w->qrow, kr, S, ck, kn, vn, nn); /* S = Q Kᵀ */
+      for (int c = nc; c < nn; c++) prefetch_row(kn[c], D), prefetch_row(vn[c], D); /* rows past its tiles */
       for (int r = 0; r < M; r++) {
         float* row = S + r * ck;
         float mnew = isa->scale_mask_max(row, nc, w->lim[r] - j0 + 1, j->scale, m[r]);
@@ -541,13 +547,16 @@ INLINE void attn_body(pg_job* j, int64_t begin, int64_t end, int thread, const p
       const pg_item* it = &j->items[i];
       int64_t b0 = i == a.item ? a.b : 0, b1 = i == e.item ? e.b : it->nblocks;
       if (b0 >= b1) continue;
+      /* the next item of this part, if the part starts it at its first block */
+      const pg_item* next = i + 1 < j->nitems && (i + 1 < e.item || (i + 1 == e.item && e.b > 0)) ? it + 1 : NULL;
       if (b0 == 0 && b1 == it->nblocks) {
-        run_piece(j, it, b0, b1, w, NULL, NULL, NULL, isa);
+        run_piece(j, it, b0, b1, w, NULL, NULL, NULL, next, isa);
         continue;
       }
       int64_t slot = 2 * p + (i == a.item ? 0 : 1);
       j->slot_item[slot] = i;
-      run_piece(j, it, b0, b1, w, j->slot_m + slot * MAXM, j->slot_l + slot * MAXM, j->slot_O + slot * MAXM * D, isa);
+      run_piece(j, it, b0, b1, w, j->slot_m + slot * MAXM, j->slot_l + slot * MAXM, j->slot_O + slot * MAXM * D, next,
+                isa);
     }
   }
 }

@@ -24,7 +24,9 @@ export interface GenerationRequest {
   id: string;
   promptIds: number[];
   params: SamplingParams;
-  /** The LoRA adapter this request runs with (one of Engine.adapters); absent or null: the base model. */
+  /** The LoRA adapter this request runs with (one of Engine.adapters); absent or null: the model as
+   *  it is, i.e. the base (the engine switches adapters off when it is built), unless an adapter was
+   *  made active on the model again since (as a LoRA policy's rollouts do). */
   adapter?: string | null;
 }
 
@@ -392,10 +394,12 @@ export class Engine {
       if (last && last.adapter === adapter) last.end = end;
       else segments.push({ start, end, adapter });
     };
+    // Requests that name no adapter see the model as it is, as they do in steps without adapters.
+    const active = this.loraLayers.find((l) => l.active !== null)?.active ?? null;
     let n = 0;
     let h = 0;
     for (const c of plan.chunks) {
-      const { adapter } = this.requests.get(c.seq.id)!;
+      const adapter = this.requests.get(c.seq.id)!.adapter ?? active;
       extend(rows, n, n + c.count, adapter);
       n += c.count;
       if (c.sample) {

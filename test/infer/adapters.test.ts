@@ -138,6 +138,13 @@ test('adapters: unknown names are rejected at add, embeddings through an adapter
   assert.notDeepEqual(base.ids, reference.ids);
   assert.deepEqual(runAll(engine, [{ id: 'a', prompt: prompts[1], adapter: 'a' }]).get('a')!.ids, reference.ids);
 
+  // An adapter made active again after the engine was built (a LoRA policy's rollouts) applies to
+  // requests that name none, whether or not other requests in the step name one.
+  setAdapter(model, 'a');
+  const mixed = runAll(engine, [{ id: 'x', prompt: prompts[1], adapter: null }, { id: 'b', prompt: prompts[0], adapter: 'b' }]);
+  assert.deepEqual(mixed.get('x')!.ids, reference.ids);
+  setAdapter(model, null);
+
   const ids = [3, 4, 5, 6, 7];
   const viaA = engine.embed(ids, 'a');
   assert.notDeepEqual(viaA, engine.embed(ids));

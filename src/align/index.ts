@@ -12,4 +12,4 @@ export { sft, packExamples, type SFTOptions, type SFTResult, type PackedRow } fr
 export { RewardModel, trainRewardModel, pairwiseAccuracy, rewardScores, REWARD_HEAD_FILE, type EncodedPair, type RewardTrainOptions } from './reward.js';
 export { dpo, referenceLogProbs, type DPOOptions, type DPOStep } from './dpo.js';
 export { ppo, type PPOOptions, type PPOIteration, type Scorer } from './ppo.js';
-export { fitsContext, ANSWER_PREFIX, pairsFromTasks, sftExamplesFromTasks, sftExamplesFromRecords, encodePairs, promptsFromTasks, taskScorer } from './tasks.js';
+export { fitsContext, ANSWER_PREFIX, pairsFromTasks, sftExamplesFromTasks, sftExamplesFromRecords, encodePairs, promptsFromTasks, taskScorer, rewardModelScorer } from './tasks.js';

@@ -5,7 +5,7 @@ import {
 } from '../data/index.js';
 import { ArgumentError } from '../errors.js';
 import type { Tokenizer } from '../tokenizers/index.js';
-import type { EncodedPair } from './reward.js';
+import { rewardScores, type EncodedPair, type RewardModel } from './reward.js';
 import type { Scorer } from './ppo.js';
 import { encodeConversation, encodePrompt, encodeResponse, type EncodedExample } from './sequences.js';
 
@@ -68,4 +68,15 @@ export function promptsFromTasks(tokenizer: Tokenizer, tasks: readonly TaskExamp
 /** The programmatic reward of the built-in tasks (1 for the exact answer) as a PPO scorer over `tasks`. */
 export function taskScorer(tokenizer: Tokenizer, tasks: readonly TaskExample[], stopIds: readonly number[]): Scorer {
   return (items) => items.map(({ prompt, response }) => taskReward(tasks[prompt], tokenizer.decode(response.filter((id) => !stopIds.includes(id)))));
+}
+
+/**
+ * A reward model as a PPO scorer: it reads each whole conversation (prompt `prompts[i]` and the
+ * response, ending at the end-of-turn token) and its score is the reward.
+ */
+export function rewardModelScorer(rm: RewardModel, prompts: readonly number[][], padId: number): Scorer {
+  return (items) => rewardScores(rm, items.map(({ prompt, response }) => {
+    const ids = [...prompts[prompt], ...response];
+    return { ids, mask: ids.map(() => 0) };
+  }), padId);
 }

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { PairKind } from '../data/index.js';
 import {
   dpo, pairsFromTasks, evaluateChat, evaluateFewShot, pairwiseAccuracy, ppo, promptsFromTasks, referenceLogProbs, RewardModel,
-  ScalarHead, sft, frozenReference, sftExamplesFromTasks, taskScorer, trainRewardModel, type EvalResult,
+  ScalarHead, sft, frozenReference, sftExamplesFromTasks, taskScorer, rewardModelScorer, trainRewardModel, type EvalResult,
 } from '../align/index.js';
 import { getBackend, numThreads } from '../backend/index.js';
 import { ArgumentError } from '../errors.js';
@@ -16,12 +16,9 @@ import { engineGenerator } from '../infer/index.js';
 import { saveModel } from '../io/index.js';
 import { manualSeed } from '../tensor/index.js';
 import {
-  copyModel, EVAL_SPLIT, frozenCopy, int, loadChatModel, num, parseKinds, pct, tasksFor, TRAIN_SPLIT,
+  ANSWER_TOKENS, copyModel, EVAL_SPLIT, frozenCopy, int, loadChatModel, num, parseKinds, pct, tasksFor, TRAIN_SPLIT,
 } from './align-shared.js';
 import { runPretrain } from './pretrain.js';
-
-/** Room for a rambling answer (about 20 tokens), so it is read to its end. */
-const ANSWER_TOKENS = 40;
 
 interface DemoOptions {
   model?: string;
@@ -34,6 +31,7 @@ interface DemoOptions {
   sftSteps: string;
   rmSteps: string;
   ppoIterations: string;
+  ppoReward: string;
   dpoSteps: string;
   seed: string;
   json?: boolean;
@@ -69,6 +67,8 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const { tokenizer, endId } = cm;
   const kinds = parseKinds(o.kinds);
   const pairKind = o.pairs as PairKind | 'both';
+  const ppoReward = o.ppoReward;
+  if (!['model', 'exact'].includes(ppoReward)) throw new ArgumentError(`--ppo-reward must be model or exact, got '${ppoReward}'`);
   if (!['correct', 'concise', 'both'].includes(pairKind)) throw new ArgumentError(`--pairs must be correct, concise or both, got '${o.pairs}'`);
   const train = tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds);
   const heldOut = tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds);
@@ -118,7 +118,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   rows.push({ stage: 'reward model', accuracy: rmEval.accuracy, reward: NaN, kl: NaN, tokens: NaN, seconds: (clock() - ts) / 1000, note: `pairwise accuracy on held-out ${pairKind} pairs, margin ${rmEval.margin.toFixed(2)}` });
   say(`  reward model: held-out pairwise accuracy ${pct(rmEval.accuracy)}, mean margin ${rmEval.margin.toFixed(2)}`);
 
-  // 3. PPO against the programmatic reward, KL-penalised towards the SFT model.
+  // 3. PPO against the reward model (or the programmatic reward), KL-penalised towards the SFT model.
   say('PPO ...');
   ts = clock();
   const ppoPolicy = copyModel(policy);
@@ -126,8 +126,9 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const prompts = promptsFromTasks(tokenizer, train);
   const iterations = int(o.ppoIterations, 'ppo-iterations', 12);
   manualSeed(seed + 1);
-  const ppoRun = ppo(ppoPolicy, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, taskScorer(tokenizer, train, stop), {
-    iterations, batchSize: 16, lr: 2e-4, beta: 0.05, maxNewTokens: ANSWER_TOKENS, stopIds: stop, padId: endId, seed, generator,
+  const scorer = ppoReward === 'model' ? rewardModelScorer(rm, prompts, endId) : taskScorer(tokenizer, train, stop);
+  const ppoRun = ppo(ppoPolicy, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, scorer, {
+    iterations, batchSize: 32, lr: 2e-4, beta: 0.05, maxNewTokens: ANSWER_TOKENS, stopIds: stop, padId: endId, seed, generator,
     onIteration: (m) => say(`  iteration ${m.iteration}/${iterations} reward ${m.score.toFixed(3)} KL ${m.kl.toFixed(3)} length ${m.length.toFixed(1)} (${m.seconds.toFixed(1)} s)`),
   });
   saveModel(ppoPolicy, path.join(o.out, 'ppo'), { tokenizer });
@@ -136,16 +137,18 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const first = ppoRun.iterations[0];
   const last = ppoRun.iterations[ppoRun.iterations.length - 1];
   record('PPO', evaluateChat(ppoPolicy, tokenizer, heldOut, { maxNewTokens: ANSWER_TOKENS, reference, generator }), ppoSeconds,
-    `training reward ${first.score.toFixed(2)} → ${last.score.toFixed(2)}`);
+    `${ppoReward === 'model' ? 'reward-model score' : 'programmatic reward'} in training ${first.score.toFixed(2)} → ${last.score.toFixed(2)}`);
 
   // 4. DPO on preference pairs, from the SFT model.
   say('DPO ...');
   ts = clock();
   const dpoPolicy = copyModel(policy);
-  const refLogps = referenceLogProbs(reference, trainPairs, endId);
   const dpoSteps = int(o.dpoSteps, 'dpo-steps', 60);
+  // One pass over as many pairs as the steps take: the reference log-probabilities are computed for those only.
+  const dpoPairs = trainPairs.slice(0, dpoSteps * 8);
+  const refLogps = referenceLogProbs(reference, dpoPairs, endId);
   const beta = 0.1;
-  const dpoRun = dpo(dpoPolicy, trainPairs, refLogps, {
+  const dpoRun = dpo(dpoPolicy, dpoPairs, refLogps, {
     steps: dpoSteps, batchSize: 8, beta, lr: 5e-4, padId: endId, seed,
     onStep: (m) => { if (m.step % Math.max(1, Math.round(dpoSteps / 5)) === 0) say(`  step ${m.step}/${dpoSteps} loss ${m.loss.toFixed(3)} accuracy ${pct(m.accuracy)} margin ${m.margin.toFixed(3)}`); },
   });
@@ -192,6 +195,7 @@ export function registerAlignDemoCommand(program: Command): void {
     .option('--sft-steps <n>', 'SFT steps', '300')
     .option('--rm-steps <n>', 'reward-model steps', '100')
     .option('--ppo-iterations <n>', 'PPO rollout batches', '12')
+    .option('--ppo-reward <kind>', 'what scores PPO rollouts: model (the reward model) or exact (the programmatic reward)', 'model')
     .option('--dpo-steps <n>', 'DPO steps', '60')
     .option('--seed <n>', 'random seed', '0')
     .option('--json', 'machine-readable output')

@@ -14,6 +14,9 @@ import type { Tokenizer } from '../tokenizers/index.js';
 export const TRAIN_SPLIT = 1;
 export const EVAL_SPLIT = 2;
 
+/** New tokens an answer may take in rollouts and evaluations: room for a rambling one (about 20). */
+export const ANSWER_TOKENS = 40;
+
 export function num(v: string | undefined, name: string, fallback: number): number {
   if (v === undefined) return fallback;
   const n = Number(v);

@@ -6,8 +6,7 @@ import { dpo, evaluateChat, referenceLogProbs } from '../align/index.js';
 import { engineGenerator } from '../infer/index.js';
 import { manualSeed } from '../tensor/index.js';
 import {
-  EVAL_SPLIT, int, loadChatModel, num, parseKinds, pct, referenceFor, saveChatModel, tasksFor,
-} from './align-shared.js';
+  EVAL_SPLIT, int, loadChatModel, num, parseKinds, pct, referenceFor, saveChatModel, tasksFor, ANSWER_TOKENS } from './align-shared.js';
 import { preferenceOptions, trainingPairs, type PreferenceCliOptions } from './reward.js';
 
 interface DPOCliOptions extends PreferenceCliOptions {
@@ -35,7 +34,7 @@ export function runDPO(o: DPOCliOptions): void {
   });
   saveChatModel(cm, o.out);
   manualSeed(seed);
-  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { reference, generator: engineGenerator() });
+  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { reference, maxNewTokens: ANSWER_TOKENS, generator: engineGenerator() });
   const last = run.steps[run.steps.length - 1];
   const seconds = (performance.now() - t0) / 1000;
   if (o.json) console.log(JSON.stringify({ out: o.out, loss: last.loss, margin: last.margin, accuracy: ev.accuracy, meanReward: ev.meanReward, kl: ev.kl, seconds }));

@@ -3,14 +3,13 @@
 // LoRA, its frozen base). Measures held-out exact match, mean reward and KL.
 import type { Command } from 'commander';
 import {
-  evaluateChat, ppo, promptsFromTasks, RewardModel, rewardScores, ScalarHead, taskScorer, type Scorer,
+  evaluateChat, ppo, promptsFromTasks, RewardModel, rewardModelScorer, ScalarHead, taskScorer, type Scorer,
 } from '../align/index.js';
 import { engineGenerator } from '../infer/index.js';
 import { manualSeed } from '../tensor/index.js';
 import {
   EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, referenceFor, saveChatModel, tasksFor, TRAIN_SPLIT,
-  type LoraOptions,
-} from './align-shared.js';
+  type LoraOptions, ANSWER_TOKENS } from './align-shared.js';
 
 interface PPOCliOptions extends LoraOptions {
   model: string;
@@ -41,12 +40,7 @@ export function runPPO(o: PPOCliOptions): void {
   const stop = [cm.endId];
   let score: Scorer = taskScorer(cm.tokenizer, train, stop);
   if (o.rewardModel) {
-    const rm = RewardModel.load(o.rewardModel).model;
-    // The reward model reads the whole conversation, ending at the end-of-turn token.
-    score = (items) => rewardScores(rm, items.map(({ prompt, response }) => {
-      const ids = [...prompts[prompt], ...response];
-      return { ids, mask: ids.map(() => 0) };
-    }), cm.endId);
+    score = rewardModelScorer(RewardModel.load(o.rewardModel).model, prompts, cm.endId);
   }
   const reference = referenceFor(cm);
   const C = (cm.model.config.hidden_size ?? cm.model.config.n_embd) as number;
@@ -54,7 +48,7 @@ export function runPPO(o: PPOCliOptions): void {
   say(`PPO on ${prompts.length} prompts scored by ${o.rewardModel ? `the reward model in ${o.rewardModel}` : 'the programmatic reward (exact answer)'}${cm.lora ? ', LoRA' : ''}: ${iterations} iterations`);
   const run = ppo(cm.model, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, score, {
     iterations, batchSize: int(o.batchSize, 'batch-size', 16), ppoEpochs: int(o.epochs, 'epochs', 4), lr: num(o.lr, 'lr', 2e-4),
-    beta: num(o.beta, 'beta', 0.05), maxNewTokens: int(o.maxNewTokens, 'max-new-tokens', 12), stopIds: stop, padId: cm.endId, seed,
+    beta: num(o.beta, 'beta', 0.05), maxNewTokens: int(o.maxNewTokens, 'max-new-tokens', ANSWER_TOKENS), stopIds: stop, padId: cm.endId, seed,
     generator: engineGenerator(),
     onIteration: (m) => {
       if (o.json) console.log(JSON.stringify(m));
@@ -63,7 +57,7 @@ export function runPPO(o: PPOCliOptions): void {
   });
   saveChatModel(cm, o.out);
   manualSeed(seed);
-  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { reference, generator: engineGenerator() });
+  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { reference, maxNewTokens: ANSWER_TOKENS, generator: engineGenerator() });
   const first = run.iterations[0];
   const last = run.iterations[run.iterations.length - 1];
   const seconds = (performance.now() - t0) / 1000;
@@ -82,6 +76,6 @@ export function registerPPOCommand(program: Command): void {
     .option('--epochs <n>', 'PPO epochs per rollout batch', '4')
     .option('--lr <x>', 'learning rate', '2e-4')
     .option('--beta <x>', 'KL penalty coefficient β', '0.05')
-    .option('--max-new-tokens <n>', 'longest sampled response', '12')
+    .option('--max-new-tokens <n>', 'longest sampled response', String(ANSWER_TOKENS))
     .action((o: PPOCliOptions) => runPPO(o));
 }

@@ -7,8 +7,7 @@ import { evaluateChat, sft, sftExamplesFromRecords, sftExamplesFromTasks } from 
 import { engineGenerator } from '../infer/index.js';
 import { manualSeed } from '../tensor/index.js';
 import {
-  EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, saveChatModel, tasksFor, TRAIN_SPLIT, type LoraOptions,
-} from './align-shared.js';
+  EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, saveChatModel, tasksFor, TRAIN_SPLIT, type LoraOptions, ANSWER_TOKENS } from './align-shared.js';
 
 interface SFTCliOptions extends LoraOptions {
   model: string;
@@ -53,7 +52,7 @@ export function runSFT(o: SFTCliOptions): void {
   });
   saveChatModel(cm, o.out);
   manualSeed(seed);
-  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { samples: 0, generator: engineGenerator() });
+  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { samples: 0, maxNewTokens: ANSWER_TOKENS, generator: engineGenerator() });
   const seconds = (performance.now() - t0) / 1000;
   if (o.json) console.log(JSON.stringify({ out: o.out, loss: r.loss, accuracy: ev.accuracy, byKind: ev.byKind, seconds }));
   else console.log(`sft: ${steps} steps in ${seconds.toFixed(0)} s — loss ${r.loss.toFixed(3)}, held-out exact match ${pct(ev.accuracy)}; model in ${o.out}`);

@@ -287,6 +287,7 @@ typedef void (*small_m_fn)(const float* a, int64_t lda, int64_t M, const float* 
 #define gv_set1(x) (x)
 #define gv_load(p) (*(p))
 #define gv_loadn(p, n) ((n) > 0 ? *(p) : 0.0f)
+#define gv_loadhi(p, n) ((n) > 0 ? *(p) : 0.0f)
 #define gv_storen(p, v, n) do { if ((n) > 0) *(p) = (v); } while (0)
 #define gv_add(a, b) ((a) + (b))
 #define gv_fma(a, b, c) ((a) * (b) + (c))
@@ -303,6 +304,7 @@ typedef void (*small_m_fn)(const float* a, int64_t lda, int64_t M, const float* 
 #undef gv_set1
 #undef gv_load
 #undef gv_loadn
+#undef gv_loadhi
 #undef gv_storen
 #undef gv_add
 #undef gv_fma
@@ -313,6 +315,9 @@ typedef void (*small_m_fn)(const float* a, int64_t lda, int64_t M, const float* 
 #ifdef PL_X86
 PL_AVX2 static inline __m256i gv_mask_avx2(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+PL_AVX2 static inline __m256i gv_maskhi_avx2(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)(7 - n)));
 }
 PL_AVX2 static inline float gv_hsum_avx2(__m256 a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -329,6 +334,7 @@ PL_AVX2 static inline float gv_hsum_avx2(__m256 a) {
 #define gv_set1(x) _mm256_set1_ps(x)
 #define gv_load(p) _mm256_loadu_ps(p)
 #define gv_loadn(p, n) _mm256_maskload_ps((p), gv_mask_avx2(n))
+#define gv_loadhi(p, n) _mm256_maskload_ps((p), gv_maskhi_avx2(n))
 #define gv_storen(p, v, n) _mm256_maskstore_ps((p), gv_mask_avx2(n), (v))
 #define gv_add(a, b) _mm256_add_ps((a), (b))
 #define gv_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
@@ -346,6 +352,7 @@ PL_AVX2 static inline float gv_hsum_avx2(__m256 a) {
 #undef gv_set1
 #undef gv_load
 #undef gv_loadn
+#undef gv_loadhi
 #undef gv_storen
 #undef gv_add
 #undef gv_fma
@@ -377,6 +384,7 @@ PL_AVX512 static inline void gv_hsum4_avx512(__m512 a, __m512 b, __m512 c, __m51
 #define gv_set1(x) _mm512_set1_ps(x)
 #define gv_load(p) _mm512_loadu_ps(p)
 #define gv_loadn(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1u), (p))
+#define gv_loadhi(p, n) _mm512_maskz_loadu_ps((__mmask16)(0xffffu << (16 - (n))), (p))
 #define gv_storen(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
 #define gv_add(a, b) _mm512_add_ps((a), (b))
 #define gv_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
@@ -393,6 +401,7 @@ PL_AVX512 static inline void gv_hsum4_avx512(__m512 a, __m512 b, __m512 c, __m51
 #undef gv_set1
 #undef gv_load
 #undef gv_loadn
+#undef gv_loadhi
 #undef gv_storen
 #undef gv_add
 #undef gv_fma

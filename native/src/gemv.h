@@ -5,10 +5,11 @@
  *   GV_TARGET       the function attribute selecting the ISA (empty for the portable build)
  *   GV_W            float lanes per vector;  gv_vec  the vector type
  *   GV_ACC          accumulator registers a kernel may use (the register file minus working ones)
- *   gv_zero() gv_set1(x) gv_load(p) gv_loadn(p, n) gv_storen(p, v, n) gv_add(a, b) gv_fma(a, b, c)
+ *   gv_zero() gv_set1(x) gv_load(p) gv_loadn(p, n) gv_loadhi(p, n) gv_storen(p, v, n) gv_add(a, b) gv_fma(a, b, c)
  *   gv_hsum(v) gv_hsum4(a, b, c, d, out) gv_prefetch(p)
  * where gv_loadn reads the first n (0 <= n <= GV_W) floats and zeros the other lanes without touching
- * their memory, gv_storen writes only the first n lanes, and gv_hsum4 writes the four sums of
+ * their memory, gv_loadhi(p, n) likewise the last n lanes (floats p[GV_W − n] .. p[GV_W − 1]),
+ * gv_storen writes only the first n lanes, and gv_hsum4 writes the four sums of
  * gv_hsum(a) .. gv_hsum(d) to out[0..3], bit for bit (a row's result must not depend on the tile
  * it was computed in: a sequence decodes the same alone or among others).
  *
@@ -36,9 +37,12 @@
 static inline int GV(head)(const float* p) { return (int)((GV_W - ((uintptr_t)p / sizeof(float)) % GV_W) % GV_W); }
 
 /* C[i][r] (+)= Σ_k a[i·lda + k] · b[r·ldb + k] for i < m <= MT, r < n <= R. Rows past m or n
- * repeat row 0 (harmless extra work on data already in cache) and are not stored. The first `head`
- * (< GV_W) elements of k go through a masked load, so that when b + head is a vector boundary every
- * later load of B is aligned. */
+ * repeat row 0 (harmless extra work on data already in cache) and are not stored.
+ * With head > 0 (b + head on a vector boundary, head <= K) the loads start at b + head − GV_W, the
+ * lanes before b masked off: element k lands in lane (k − head) mod GV_W instead of k mod GV_W, in
+ * the same order, so every lane sums the same terms as without the shift, and the reductions
+ * (halves, quarters, ... neighbours) pair the same lanes: the result is the same bit for bit, not
+ * dependent on where the buffers lie (a model reloaded elsewhere gives identical logits). */
 GV_TARGET static inline __attribute__((always_inline)) void GV(dots)(const int MT, const int R, const float* a,
                                                                    int64_t lda, int m, const float* b, int64_t ldb,
                                                                    int n, int64_t K, int head, float* c, int64_t ldc,
@@ -50,12 +54,12 @@ GV_TARGET static inline __attribute__((always_inline)) void GV(dots)(const int M
   gv_vec acc[4][8];
   for (int i = 0; i < MT; i++)
     for (int r = 0; r < R; r++) acc[i][r] = gv_zero();
-  int64_t k = head < K ? head : K;
+  int64_t k = head;
   if (k > 0) {
     gv_vec bv[8];
-    for (int r = 0; r < R; r++) bv[r] = gv_loadn(br[r], k);
+    for (int r = 0; r < R; r++) bv[r] = gv_loadhi(br[r] + k - GV_W, k);
     for (int i = 0; i < MT; i++) {
-      gv_vec av = gv_loadn(ar[i], k);
+      gv_vec av = gv_loadhi(ar[i] + k - GV_W, k);
       for (int r = 0; r < R; r++) acc[i][r] = gv_fma(av, bv[r], acc[i][r]);
     }
   }
@@ -167,12 +171,12 @@ GV_GROUP(4)
  * (8 rows, or 8 vectors of columns, which stay in L1), every group of up to 4 rows of A.
  * A load that straddles two cache lines costs two, and Node's large buffers start 16 bytes past a
  * page (32 rows with A and B both off ran at 0.68x the speed of both aligned): when B's rows lie a
- * whole number of vectors apart, the elements of k up to B's next vector boundary go through masked
- * loads and the rest of B's loads are aligned (so are A's when A has the same offset: small_m_run). */
+ * whole number of vectors apart, the loads start at the vector boundary before each row (masked) so
+ * that all of B's loads are aligned (and A's when A has the same offset: small_m_run). */
 GV_TARGET static void GV(small_m)(const float* a, int64_t lda, int64_t M, const float* b, bool tb, int64_t ldb,
                                   int64_t K, float* c, int64_t ldc, int64_t j0, int64_t j1, bool add) {
   const int64_t unit = tb ? 8 : 8 * GV_W;
-  const int head = tb && ldb % GV_W == 0 ? GV(head)(b) : 0;
+  const int head = tb && ldb % GV_W == 0 && K >= GV_W ? GV(head)(b) : 0;
   for (int64_t u = j0; u < j1; u += unit) {
     int64_t ue = j1 - u < unit ? j1 : u + unit;
     for (int64_t i = 0; i < M; i += 4) {

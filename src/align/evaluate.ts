@@ -1,9 +1,9 @@
 // Measuring an aligned model on questions with exact answers: exact-match accuracy of the answer its
 // greedy response states (alone, or after "the answer is" in a rambling one), the mean programmatic
-// reward of sampled answers (by default 1 only for the answer alone), their length, and the KL divergence from a reference
+// reward of sampled answers (1 for the answer alone, 0.5 for it in needless words), their length, and the KL divergence from a reference
 // model estimated on those samples, E_{y~π}[log π(y|x) − log π_ref(y|x)]. A pre-trained model,
 // which has never seen the chat format, is measured few-shot in plain text instead.
-import { normaliseAnswer, statedAnswer } from '../data/index.js';
+import { normaliseAnswer, statedAnswer, taskReward } from '../data/index.js';
 import { ArgumentError } from '../errors.js';
 import type { CausalLM } from '../models/index.js';
 import * as pl from '../tensor/index.js';
@@ -19,7 +19,7 @@ export interface QuestionItem {
 
 export interface EvalOptions {
   maxNewTokens?: number;
-  /** Score of a response (default: 1 for the exact answer, else 0). */
+  /** Score of a response (default: the programmatic reward, taskReward). */
   reward?: (item: QuestionItem, response: string) => number;
   /** Reference model for the KL estimate. */
   reference?: ReferenceModel | null;
@@ -41,10 +41,6 @@ export interface EvalResult {
   sampledTokens: number;
   byKind: Record<string, { n: number; correct: number }>;
   examples: { prompt: string; answer: string; response: string }[];
-}
-
-function exactReward(item: QuestionItem, response: string): number {
-  return normaliseAnswer(response) === normaliseAnswer(item.answer) ? 1 : 0;
 }
 
 /** 1 when the answer a response states is exactly the item's answer. */
@@ -73,7 +69,7 @@ function decodeAnswer(tokenizer: Tokenizer, ids: number[], stop: readonly number
 /** Evaluates a chat model on questions: greedy accuracy, sampled reward, KL to a reference. */
 export function evaluateChat(model: CausalLM, tokenizer: Tokenizer, items: readonly QuestionItem[], options: EvalOptions = {}): EvalResult {
   const generate = options.generator ?? generateBatch;
-  const reward = options.reward ?? exactReward;
+  const reward = options.reward ?? taskReward;
   const maxNewTokens = options.maxNewTokens ?? 16;
   const stop = stopIdsOf(tokenizer);
   const prompts = items.map((it) => encodePrompt(tokenizer, [{ role: 'user', content: it.prompt }]));
@@ -132,7 +128,7 @@ export function batchedSequenceLogProbs(model: ReferenceModel, seqs: readonly En
 export function evaluateFewShot(model: CausalLM, tokenizer: Tokenizer, items: readonly QuestionItem[], shots: readonly QuestionItem[],
   options: { shots?: number; maxNewTokens?: number; separatorId?: number; reward?: EvalOptions['reward']; generator?: Generator } = {}): EvalResult & { meanShots: number } {
   const generate = options.generator ?? generateBatch;
-  const reward = options.reward ?? exactReward;
+  const reward = options.reward ?? taskReward;
   const maxNewTokens = options.maxNewTokens ?? 16;
   const k = options.shots ?? 3;
   const sep = options.separatorId ?? tokenizer.specialId('eosToken');

@@ -32,7 +32,7 @@ export const ANSWER_PREFIX = ' ';
  * SFT conversations of the built-in tasks. With `rambling` = f, a fraction f of the answers (spread
  * evenly over the examples) is the rambling version of the answer, as in instruction data written by
  * people, which states the answer in needless words about as often as not: the SFT model then
- * rambles at that rate, and preference training (concise pairs) or the exact-answer reward of PPO
+ * rambles at that rate, and preference training (concise pairs) or the programmatic reward of PPO (which prefers the answer alone)
  * has something to fix.
  */
 export function sftExamplesFromTasks(tokenizer: Tokenizer, tasks: readonly TaskExample[], options: { rambling?: number } = {}): EncodedExample[] {
@@ -65,7 +65,7 @@ export function promptsFromTasks(tokenizer: Tokenizer, tasks: readonly TaskExamp
   return tasks.map((e) => encodePrompt(tokenizer, [{ role: 'user', content: e.prompt }]));
 }
 
-/** The programmatic reward of the built-in tasks (1 for the exact answer) as a PPO scorer over `tasks`. */
+/** The programmatic reward of the built-in tasks (taskReward) as a PPO scorer over `tasks`. */
 export function taskScorer(tokenizer: Tokenizer, tasks: readonly TaskExample[], stopIds: readonly number[]): Scorer {
   return (items) => items.map(({ prompt, response }) => taskReward(tasks[prompt], tokenizer.decode(response.filter((id) => !stopIds.includes(id)))));
 }

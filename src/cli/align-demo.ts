@@ -195,7 +195,7 @@ export function registerAlignDemoCommand(program: Command): void {
     .option('--sft-steps <n>', 'SFT steps', '300')
     .option('--rm-steps <n>', 'reward-model steps', '100')
     .option('--ppo-iterations <n>', 'PPO rollout batches', '12')
-    .option('--ppo-reward <kind>', 'what scores PPO rollouts: model (the reward model) or exact (the programmatic reward)', 'model')
+    .option('--ppo-reward <kind>', 'what scores PPO rollouts: exact (the programmatic reward) or model (the reward model)', 'exact')
     .option('--dpo-steps <n>', 'DPO steps', '60')
     .option('--seed <n>', 'random seed', '0')
     .option('--json', 'machine-readable output')

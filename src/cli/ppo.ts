@@ -1,4 +1,4 @@
-// `plinth ppo`: PPO on the built-in questions, scored by the programmatic reward (exact answer) or
+// `plinth ppo`: PPO on the built-in questions, scored by the programmatic reward (1 for the exact answer, 0.5 for it in needless words) or
 // by a reward model trained with `plinth reward`; KL-penalised towards the starting model (with
 // LoRA, its frozen base). Measures held-out exact match, mean reward and KL.
 import type { Command } from 'commander';
@@ -45,7 +45,7 @@ export function runPPO(o: PPOCliOptions): void {
   const reference = referenceFor(cm);
   const C = (cm.model.config.hidden_size ?? cm.model.config.n_embd) as number;
   const iterations = int(o.iterations, 'iterations', 12);
-  say(`PPO on ${prompts.length} prompts scored by ${o.rewardModel ? `the reward model in ${o.rewardModel}` : 'the programmatic reward (exact answer)'}${cm.lora ? ', LoRA' : ''}: ${iterations} iterations`);
+  say(`PPO on ${prompts.length} prompts scored by ${o.rewardModel ? `the reward model in ${o.rewardModel}` : 'the programmatic reward (1 for the exact answer, 0.5 for it in needless words)'}${cm.lora ? ', LoRA' : ''}: ${iterations} iterations`);
   const run = ppo(cm.model, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, score, {
     iterations, batchSize: int(o.batchSize, 'batch-size', 16), ppoEpochs: int(o.epochs, 'epochs', 4), lr: num(o.lr, 'lr', 2e-4),
     beta: num(o.beta, 'beta', 0.05), maxNewTokens: int(o.maxNewTokens, 'max-new-tokens', ANSWER_TOKENS), stopIds: stop, padId: cm.endId, seed,

@@ -217,7 +217,11 @@ export function statesAnswer(e: Pick<TaskExample, 'answer'>, response: string): 
   return normaliseAnswer(statedAnswer(response)) === normaliseAnswer(e.answer);
 }
 
-/** The programmatic reward: 1 for exactly the answer, 0 otherwise. */
+/**
+ * The programmatic reward, for correctness first and brevity second: 1 for exactly the answer, 0.5
+ * for the right answer stated in needless words, 0 otherwise.
+ */
 export function taskReward(e: Pick<TaskExample, 'answer'>, response: string): number {
-  return normaliseAnswer(response) === normaliseAnswer(e.answer) ? 1 : 0;
+  if (normaliseAnswer(response) === normaliseAnswer(e.answer)) return 1;
+  return statesAnswer(e, response) ? 0.5 : 0;
 }

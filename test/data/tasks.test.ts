@@ -1,6 +1,6 @@
 // The built-in alignment tasks: deterministic per split seed, splits share no prompt, answers are
 // the facts of the simulated world (and appear in the story), wrong answers differ from the right
-// ones, arithmetic is right, and the programmatic reward is exact match.
+// ones, arithmetic is right, and the programmatic reward is 1 for the exact answer, half for it in needless words.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { normaliseAnswer, preferencePairs, statedAnswer, statesAnswer, taskExamples, taskReward, TASK_KINDS } from '../../src/data/index.js';
@@ -52,10 +52,11 @@ describe('built-in tasks', () => {
     assert.ok(both.every((p, i) => p.chosen === ten[i].answer));
   });
 
-  test('the reward is exact match up to case, spaces and a final full stop', () => {
+  test('the reward is 1 for the exact answer (up to case, spaces and a final full stop), 0.5 for it in needless words', () => {
     assert.equal(taskReward({ answer: 'Anna' }, ' anna.'), 1);
     assert.equal(taskReward({ answer: 'living room' }, 'Living room'), 1);
-    assert.equal(taskReward({ answer: 'Anna' }, 'The answer is Anna.'), 0);
+    assert.equal(taskReward({ answer: 'Anna' }, 'The answer is Anna.'), 0.5);
+    assert.equal(taskReward({ answer: 'Anna' }, 'The answer is Tom.'), 0);
     assert.equal(taskReward({ answer: '7' }, '17'), 0);
   });
 
@@ -66,8 +67,9 @@ describe('built-in tasks', () => {
     for (const e of a) {
       assert.ok(statesAnswer(e, e.answer) && statesAnswer(e, e.rambling), e.rambling);
       assert.ok(!statesAnswer(e, e.wrong));
-      // The reward asks for the answer alone: a rambling answer states it but earns nothing.
-      assert.equal(taskReward(e, e.rambling), 0);
+      // The reward prefers the answer alone: a rambling answer states it and earns half.
+      assert.equal(taskReward(e, e.rambling), 0.5);
+      assert.equal(taskReward(e, e.wrong), 0);
     }
   });
 });

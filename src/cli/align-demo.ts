@@ -70,7 +70,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const ppoReward = o.ppoReward;
   if (!['model', 'exact'].includes(ppoReward)) throw new ArgumentError(`--ppo-reward must be model or exact, got '${ppoReward}'`);
   if (!['correct', 'concise', 'both'].includes(pairKind)) throw new ArgumentError(`--pairs must be correct, concise or both, got '${o.pairs}'`);
-  const train = tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds);
+  const train = tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 8000), kinds);
   const heldOut = tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds);
   say(`tasks: ${train.length} training and ${heldOut.length} held-out examples (${kinds.join(', ')}); ${getBackend()} backend, ${numThreads()} threads`);
   const stop = [endId];
@@ -91,8 +91,8 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   say('SFT ...');
   ts = clock();
   const policy = copyModel(cm.model);
-  const sftSteps = int(o.sftSteps, 'sft-steps', 300);
-  const rambling = num(o.rambling, 'rambling', 0.5);
+  const sftSteps = int(o.sftSteps, 'sft-steps', 1000);
+  const rambling = num(o.rambling, 'rambling', 0.3);
   sft(policy, sftExamplesFromTasks(tokenizer, train, { rambling }), {
     steps: sftSteps, batchSize: 8, lr: 2e-3, padId: endId, seed,
     onStep: (m) => { if (m.step % Math.max(1, Math.round(sftSteps / 5)) === 0) say(`  step ${m.step}/${sftSteps} loss ${m.loss.toFixed(3)}`); },
@@ -128,7 +128,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   manualSeed(seed + 1);
   const scorer = ppoReward === 'model' ? rewardModelScorer(rm, prompts, endId) : taskScorer(tokenizer, train, stop);
   const ppoRun = ppo(ppoPolicy, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, scorer, {
-    iterations, batchSize: 32, lr: 2e-4, beta: 0.05, maxNewTokens: ANSWER_TOKENS, stopIds: stop, padId: endId, seed, generator,
+    iterations, batchSize: 32, lr: 5e-5, beta: 0.1, maxNewTokens: ANSWER_TOKENS, stopIds: stop, padId: endId, seed, generator,
     onIteration: (m) => say(`  iteration ${m.iteration}/${iterations} reward ${m.score.toFixed(3)} KL ${m.kl.toFixed(3)} length ${m.length.toFixed(1)} (${m.seconds.toFixed(1)} s)`),
   });
   saveModel(ppoPolicy, path.join(o.out, 'ppo'), { tokenizer });
@@ -143,13 +143,13 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   say('DPO ...');
   ts = clock();
   const dpoPolicy = copyModel(policy);
-  const dpoSteps = int(o.dpoSteps, 'dpo-steps', 60);
+  const dpoSteps = int(o.dpoSteps, 'dpo-steps', 100);
   // One pass over as many pairs as the steps take: the reference log-probabilities are computed for those only.
   const dpoPairs = trainPairs.slice(0, dpoSteps * 8);
   const refLogps = referenceLogProbs(reference, dpoPairs, endId);
   const beta = 0.1;
   const dpoRun = dpo(dpoPolicy, dpoPairs, refLogps, {
-    steps: dpoSteps, batchSize: 8, beta, lr: 5e-4, padId: endId, seed,
+    steps: dpoSteps, batchSize: 8, beta, lr: 1e-4, padId: endId, seed,
     onStep: (m) => { if (m.step % Math.max(1, Math.round(dpoSteps / 5)) === 0) say(`  step ${m.step}/${dpoSteps} loss ${m.loss.toFixed(3)} accuracy ${pct(m.accuracy)} margin ${m.margin.toFixed(3)}`); },
   });
   saveModel(dpoPolicy, path.join(o.out, 'dpo'), { tokenizer });
@@ -187,16 +187,16 @@ export function registerAlignDemoCommand(program: Command): void {
     .description('SFT → reward model → PPO and DPO on the built-in story questions and word problems, with a table of measured effects')
     .option('--model <dir>', 'a model pre-trained on the synthetic stories (default: pre-train one first)')
     .option('--out <dir>', 'run folder for the models of every stage', 'runs/align-demo')
-    .option('--train <n>', 'training questions', '2000')
+    .option('--train <n>', 'training questions', '8000')
     .option('--eval <n>', 'held-out questions', '120')
     .option('--kinds <list>', 'task kinds: holder, location, colour, arithmetic (default all)')
     .option('--pairs <kind>', 'preference pairs: correct (answer vs wrong), concise (answer vs rambling) or both', 'both')
-    .option('--rambling <fraction>', 'fraction of SFT answers given in needless words (the habit DPO and PPO then remove)', '0.5')
-    .option('--sft-steps <n>', 'SFT steps', '300')
+    .option('--rambling <fraction>', 'fraction of SFT answers given in needless words (the habit DPO and PPO then remove)', '0.3')
+    .option('--sft-steps <n>', 'SFT steps', '1000')
     .option('--rm-steps <n>', 'reward-model steps', '100')
     .option('--ppo-iterations <n>', 'PPO rollout batches', '12')
     .option('--ppo-reward <kind>', 'what scores PPO rollouts: exact (the programmatic reward) or model (the reward model)', 'exact')
-    .option('--dpo-steps <n>', 'DPO steps', '60')
+    .option('--dpo-steps <n>', 'DPO steps', '100')
     .option('--seed <n>', 'random seed', '0')
     .option('--json', 'machine-readable output')
     .action(async (o: DemoOptions) => { await runAlignDemo(o); });

@@ -159,6 +159,8 @@ function colourQuestion(rng: RandomStream, story: Story): QA | null {
 
 // ---- arithmetic word problems --------------------------------------------------------------------
 
+// In words the stories use, so a small model trained on them learns the habit, not new spellings.
+const ARITHMETIC_OPENERS = ['That is a good question.', 'I thought about it for a while.', 'Hmm, let me think about all of them.'];
 const PEOPLE = ['Anna', 'Tom', 'Lily', 'Ben', 'Mia', 'Sam', 'Emma', 'Leo', 'Zoe', 'Jack', 'Ella', 'Noah'];
 const THINGS = ['apples', 'balls', 'books', 'cups', 'coins', 'shells', 'flowers', 'crayons', 'marbles', 'buttons', 'kites', 'hats'];
 
@@ -183,7 +185,7 @@ function arithmeticProblem(rng: RandomStream): TaskExample {
   }
   const off = rng.pick([-2, -1, 1, 2]);
   const wrong = String(value + off >= 0 ? value + off : value + 1);
-  return { kind: 'arithmetic', prompt, answer: String(value), wrong, rambling: `${rng.pick(['Let me count.', 'Let me work it out step by step.', 'Okay, so we need to count them.'])} The answer is ${value}. ${rng.pick(RAMBLE_CLOSERS)}`.trim() };
+  return { kind: 'arithmetic', prompt, answer: String(value), wrong, rambling: `${rng.pick(ARITHMETIC_OPENERS)} The answer is ${value}. ${rng.pick(RAMBLE_CLOSERS)}`.trim() };
 }
 
 // ---- pairs and rewards ---------------------------------------------------------------------------

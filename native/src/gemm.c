@@ -423,41 +423,16 @@ static small_m_fn select_small_m(int64_t* unit_rows, int64_t* unit_cols, int* wi
   return small_m_scalar;
 }
 
-/* The calling thread's copy of A for the few-row path (see small_m_run), kept for its next call and
- * freed when the thread ends. */
-typedef struct {
-  float* p;
-  size_t cap;
-} a_copy;
-static pthread_key_t g_a_copy_key;
-static pthread_once_t g_a_copy_once = PTHREAD_ONCE_INIT;
-static void a_copy_free(void* v) {
-  a_copy* ac = (a_copy*)v;
-  free(ac->p);
-  free(ac);
-}
-static void a_copy_init(void) { pthread_key_create(&g_a_copy_key, a_copy_free); }
+/* The copy of A the few-row path reads (see small_m_run), grown on demand and never freed, as the
+ * packing buffers. One caller at a time: a caller that finds it in use reads A where it lies. (Not
+ * a per-thread buffer freed at thread exit: a worker thread's addon can be unloaded before the
+ * thread's destructors run.) */
+static pthread_mutex_t g_a_copy_lock = PTHREAD_MUTEX_INITIALIZER;
+static float* g_a_copy;
+static size_t g_a_copy_cap;
 
 /* Largest copy of A (floats) the few-row path makes: 32 rows of 32K. */
 #define A_COPY_MAX_FLOATS (1 << 20)
-
-/* A copy of n floats from src that starts `head` floats before a 64-byte boundary; NULL when no
- * buffer could be had. */
-static const float* copy_a(const float* src, int64_t n, int head) {
-  pthread_once(&g_a_copy_once, a_copy_init);
-  a_copy* ac = pthread_getspecific(g_a_copy_key);
-  if (!ac) {
-    ac = calloc(1, sizeof(a_copy));
-    if (!ac || pthread_setspecific(g_a_copy_key, ac) != 0) {
-      free(ac);
-      return NULL;
-    }
-  }
-  if (!ws_reserve(&ac->p, &ac->cap, (size_t)n + 16)) return NULL;
-  float* dst = ac->p + (16 - head) % 16;
-  memcpy(dst, src, (size_t)n * sizeof(float));
-  return dst;
-}
 
 /* Up to this many rows of A (not transposed) B is read in place. Measured on one core: 1.5-2.4x
  * the packed path from 8 to 16 rows, 1.0-1.5x at 32, even at 64, where the product is bound by
@@ -516,11 +491,16 @@ static void small_m_run(const float* A, int64_t lda, int64_t sa, const float* B,
    * offset from a vector boundary aligns A's loads too: a copy of a few rows for a pass over all of
    * B (1.25x for 32 rows, weights streamed from memory). One product only: a batch's A and B move
    * by their strides. */
+  bool copied = false;
   if (tb && width > 1 && batch == 1 && K % width == 0 && M * K <= A_COPY_MAX_FLOATS) {
     int head = (int)((width - ((uintptr_t)B / sizeof(float)) % width) % width);
-    if (((uintptr_t)A / sizeof(float) + head) % width != 0) {
-      const float* copy = copy_a(A, M * K, head);
-      if (copy) A = copy;
+    if (((uintptr_t)A / sizeof(float) + head) % width != 0 && pthread_mutex_trylock(&g_a_copy_lock) == 0) {
+      copied = true;
+      if (ws_reserve(&g_a_copy, &g_a_copy_cap, (size_t)(M * K) + 16)) {
+        float* dst = g_a_copy + (16 - head) % 16; /* dst + head is on a 64-byte boundary */
+        memcpy(dst, A, (size_t)(M * K) * sizeof(float));
+        A = dst;
+      }
     }
   }
   j.a = A; j.b = B; j.c = C;
@@ -543,6 +523,7 @@ static void small_m_run(const float* A, int64_t lda, int64_t sa, const float* B,
       small_m_items(&j, 0, j.items);
     }
   }
+  if (copied) pthread_mutex_unlock(&g_a_copy_lock);
 }
 
 /* ---- the blocked algorithm ------------------------------------------------------------------ */

@@ -272,8 +272,9 @@ test('a full queue answers 429 and the server keeps serving', async () => {
     const outcome = results.map((r) => (r.status === 'fulfilled' ? 200 : (r.reason as { status?: number }).status)).join(',');
     const limited = results.filter((r) => r.status === 'rejected' && r.reason instanceof OpenAI.RateLimitError);
     const ok = results.filter((r) => r.status === 'fulfilled');
-    // One request runs and one waits; most of a burst of ten finds the queue full.
-    assert.ok(limited.length >= 1 && ok.length >= 2 && limited.length + ok.length === 10, outcome);
+    // One request runs and one waits — or, when the whole burst reaches the engine before its first
+    // step, one waits and the rest find the queue full: either way most of the ten get a 429.
+    assert.ok(limited.length >= 1 && ok.length >= 1 && limited.length + ok.length === 10, outcome);
     const after = await c.completions.create({ model: small.modelId, prompt: 'again', max_tokens: 2 } as OpenAI.CompletionCreateParamsNonStreaming);
     assert.equal(after.choices.length, 1);
   } finally {

@@ -167,6 +167,8 @@ export class Scheduler {
       if (seq.status !== 'running') continue;
       seq.numComputed = c.start + c.count;
       const full = Math.floor(seq.numComputed / bs);
+      // Without prefix caching no block is named, so its hash is never computed.
+      if (!this.pool.enablePrefixCaching) continue;
       for (; seq.registered < full; seq.registered++) {
         this.pool.register(seq.blockTable[seq.registered], seq.hashOf(seq.registered, bs));
       }

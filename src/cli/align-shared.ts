@@ -1,13 +1,16 @@
-// What the alignment commands share: loading a chat-ready model, the built-in task splits, copies
-// of a model (policy and frozen reference), and number options.
+// What the alignment commands share: the start of a stage (seed, chat-ready model, task kinds,
+// output), the built-in task splits, the held-out evaluation, copies of a model (policy and frozen
+// reference), and number options.
 import path from 'node:path';
 import type { Command } from 'commander';
 import { ArgumentError } from '../errors.js';
 import { TASK_KINDS, taskExamples, type TaskExample, type TaskKind } from '../data/index.js';
-import { baseReference, endOfTurnId, fitsContext, frozenReference, type ReferenceModel } from '../align/index.js';
+import { baseReference, endOfTurnId, evaluateChat, fitsContext, frozenReference, type EvalOptions, type EvalResult, type ReferenceModel } from '../align/index.js';
+import { engineGenerator } from '../infer/index.js';
 import { loadCheckpoint, saveModel } from '../io/index.js';
 import { loadLoraModel, saveAdapter, saveMergedModel, unmergeAdapter } from '../peft/index.js';
 import { createModel, type CausalLM } from '../models/index.js';
+import { manualSeed } from '../tensor/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 
 /** Split seeds of the built-in tasks: training data and held-out evaluation never share a story. */
@@ -120,3 +123,58 @@ export function modelOptions(cmd: Command): Command {
     .option('--seed <n>', 'random seed', '0')
     .option('--json', 'machine-readable output');
 }
+
+/** The options every stage command has (modelOptions and the command's own options add them). */
+export interface StageCliOptions extends LoraOptions {
+  model: string;
+  out: string;
+  train: string;
+  eval: string;
+  kinds?: string;
+  seed: string;
+  json?: boolean;
+}
+
+export interface Stage {
+  seed: number;
+  cm: ChatModel;
+  kinds: TaskKind[];
+  /** Prints a line unless --json. */
+  say(line: string): void;
+  /** A training step's metrics: every step as JSON with --json, else a line about ten times in all. */
+  logStep(step: number, total: number, metrics: object, line: () => string): void;
+  /** Seconds since the stage started. */
+  seconds(): number;
+  /** The built-in training questions (--train). */
+  trainTasks(): TaskExample[];
+  /** The held-out questions (--eval). */
+  heldOutTasks(): TaskExample[];
+  /** The trained model on the held-out questions, reseeded and through the engine. */
+  evaluate(options?: EvalOptions): EvalResult;
+}
+
+/** The common start of a stage command: seeded, the chat model loaded (with LoRA when asked), kinds parsed. */
+export function startStage(o: StageCliOptions): Stage {
+  const t0 = performance.now();
+  const seed = int(o.seed, 'seed', 0, 0);
+  manualSeed(seed);
+  const cm = loadChatModel(o.model, o);
+  const kinds = parseKinds(o.kinds);
+  const heldOutTasks = () => tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds);
+  return {
+    seed, cm, kinds,
+    say: (line) => { if (!o.json) console.log(line); },
+    logStep: (step, total, metrics, line) => {
+      if (o.json) console.log(JSON.stringify(metrics));
+      else if (step % Math.max(1, Math.round(total / 10)) === 0) console.log(line());
+    },
+    seconds: () => (performance.now() - t0) / 1000,
+    trainTasks: () => tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds),
+    heldOutTasks,
+    evaluate: (options = {}) => {
+      manualSeed(seed);
+      return evaluateChat(cm.model, cm.tokenizer, heldOutTasks(), { maxNewTokens: ANSWER_TOKENS, generator: engineGenerator(), ...options });
+    },
+  };
+}
+

@@ -2,11 +2,8 @@
 // reference log-probabilities computed once up front; measures held-out exact match, reward and
 // KL to the starting model.
 import type { Command } from 'commander';
-import { dpo, evaluateChat, referenceLogProbs } from '../align/index.js';
-import { engineGenerator } from '../infer/index.js';
-import { manualSeed } from '../tensor/index.js';
-import {
-  EVAL_SPLIT, int, loadChatModel, num, parseKinds, pct, referenceFor, saveChatModel, tasksFor, ANSWER_TOKENS } from './align-shared.js';
+import { dpo, referenceLogProbs } from '../align/index.js';
+import { int, num, pct, referenceFor, saveChatModel, startStage } from './align-shared.js';
 import { preferenceOptions, trainingPairs, type PreferenceCliOptions } from './reward.js';
 
 interface DPOCliOptions extends PreferenceCliOptions {
@@ -14,29 +11,21 @@ interface DPOCliOptions extends PreferenceCliOptions {
 }
 
 export function runDPO(o: DPOCliOptions): void {
-  const say = (s: string) => { if (!o.json) console.log(s); };
-  const t0 = performance.now();
-  const seed = int(o.seed, 'seed', 0, 0);
-  manualSeed(seed);
-  const cm = loadChatModel(o.model, o);
-  const kinds = parseKinds(o.kinds);
-  const pairs = trainingPairs(cm, o, kinds, say);
+  const stage = startStage(o);
+  const { say, seed, cm } = stage;
+  const pairs = trainingPairs(stage, o);
   const reference = referenceFor(cm);
   const ref = referenceLogProbs(reference, pairs, cm.endId);
   const steps = int(o.steps, 'steps', 60);
   say(`DPO on ${pairs.length} pairs${cm.lora ? ' with LoRA' : ''}: ${steps} steps`);
   const run = dpo(cm.model, pairs, ref, {
     steps, batchSize: int(o.batchSize, 'batch-size', 8), beta: num(o.beta, 'beta', 0.1), lr: num(o.lr, 'lr', 5e-4), padId: cm.endId, seed,
-    onStep: (m) => {
-      if (o.json) console.log(JSON.stringify(m));
-      else if (m.step % Math.max(1, Math.round(steps / 10)) === 0) console.log(`step ${m.step}/${steps}  loss ${m.loss.toFixed(3)}  accuracy ${pct(m.accuracy)}  margin ${m.margin.toFixed(3)}`);
-    },
+    onStep: (m) => stage.logStep(m.step, steps, m, () => `step ${m.step}/${steps}  loss ${m.loss.toFixed(3)}  accuracy ${pct(m.accuracy)}  margin ${m.margin.toFixed(3)}`),
   });
   saveChatModel(cm, o.out);
-  manualSeed(seed);
-  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { reference, maxNewTokens: ANSWER_TOKENS, generator: engineGenerator() });
+  const ev = stage.evaluate({ reference });
   const last = run.steps[run.steps.length - 1];
-  const seconds = (performance.now() - t0) / 1000;
+  const seconds = stage.seconds();
   if (o.json) console.log(JSON.stringify({ out: o.out, loss: last.loss, margin: last.margin, accuracy: ev.accuracy, meanReward: ev.meanReward, kl: ev.kl, seconds }));
   else console.log(`dpo: ${steps} steps in ${seconds.toFixed(0)} s — margin ${last.margin.toFixed(3)}; held-out exact match ${pct(ev.accuracy)}, mean reward ${ev.meanReward.toFixed(3)}, KL to the start ${ev.kl.toFixed(3)}; model in ${o.out}`);
 }

@@ -3,39 +3,25 @@
 // LoRA, its frozen base). Measures held-out exact match, mean reward and KL.
 import type { Command } from 'commander';
 import {
-  evaluateChat, ppo, promptsFromTasks, RewardModel, rewardModelScorer, ScalarHead, taskScorer, type Scorer,
+  ppo, promptsFromTasks, RewardModel, rewardModelScorer, ScalarHead, taskScorer, type Scorer,
 } from '../align/index.js';
 import { engineGenerator } from '../infer/index.js';
-import { manualSeed } from '../tensor/index.js';
-import {
-  EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, referenceFor, saveChatModel, tasksFor, TRAIN_SPLIT,
-  type LoraOptions, ANSWER_TOKENS } from './align-shared.js';
+import { ANSWER_TOKENS, int, modelOptions, num, pct, referenceFor, saveChatModel, startStage, type StageCliOptions } from './align-shared.js';
 
-interface PPOCliOptions extends LoraOptions {
-  model: string;
-  out: string;
+interface PPOCliOptions extends StageCliOptions {
   rewardModel?: string;
-  train: string;
-  eval: string;
-  kinds?: string;
   iterations: string;
   batchSize: string;
   epochs: string;
   lr: string;
   beta: string;
   maxNewTokens: string;
-  seed: string;
-  json?: boolean;
 }
 
 export function runPPO(o: PPOCliOptions): void {
-  const say = (s: string) => { if (!o.json) console.log(s); };
-  const t0 = performance.now();
-  const seed = int(o.seed, 'seed', 0, 0);
-  manualSeed(seed);
-  const cm = loadChatModel(o.model, o);
-  const kinds = parseKinds(o.kinds);
-  const train = tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds);
+  const stage = startStage(o);
+  const { say, seed, cm } = stage;
+  const train = stage.trainTasks();
   const prompts = promptsFromTasks(cm.tokenizer, train);
   const stop = [cm.endId];
   let score: Scorer = taskScorer(cm.tokenizer, train, stop);
@@ -56,11 +42,10 @@ export function runPPO(o: PPOCliOptions): void {
     },
   });
   saveChatModel(cm, o.out);
-  manualSeed(seed);
-  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { reference, maxNewTokens: ANSWER_TOKENS, generator: engineGenerator() });
+  const ev = stage.evaluate({ reference });
   const first = run.iterations[0];
   const last = run.iterations[run.iterations.length - 1];
-  const seconds = (performance.now() - t0) / 1000;
+  const seconds = stage.seconds();
   if (o.json) console.log(JSON.stringify({ out: o.out, trainingReward: [first.score, last.score], accuracy: ev.accuracy, meanReward: ev.meanReward, kl: ev.kl, seconds }));
   else console.log(`ppo: ${iterations} iterations in ${seconds.toFixed(0)} s — training reward ${first.score.toFixed(3)} → ${last.score.toFixed(3)}; held-out exact match ${pct(ev.accuracy)}, mean reward ${ev.meanReward.toFixed(3)}, KL to the start ${ev.kl.toFixed(3)}; model in ${o.out}`);
 }

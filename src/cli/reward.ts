@@ -2,29 +2,19 @@
 // with the Bradley–Terry loss on preference pairs (JSONL, or built-in pairs), with held-out
 // pairwise accuracy.
 import type { Command } from 'commander';
-import { readPreferenceFile, type PairKind, type TaskKind } from '../data/index.js';
+import { readPreferenceFile, type PairKind } from '../data/index.js';
 import { encodePairs, type EncodedPair, pairsFromTasks, pairwiseAccuracy, RewardModel, trainRewardModel } from '../align/index.js';
 import { mergedModel } from '../peft/index.js';
 import { ArgumentError } from '../errors.js';
-import { manualSeed } from '../tensor/index.js';
-import {
-  type ChatModel, EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, tasksFor, TRAIN_SPLIT, type LoraOptions,
-} from './align-shared.js';
+import { int, modelOptions, num, pct, startStage, type Stage, type StageCliOptions } from './align-shared.js';
 
-export interface PreferenceCliOptions extends LoraOptions {
-  model: string;
-  out: string;
+export interface PreferenceCliOptions extends StageCliOptions {
   data?: string;
   onError: string;
   pairs: string;
-  train: string;
-  eval: string;
-  kinds?: string;
   steps: string;
   batchSize: string;
   lr: string;
-  seed: string;
-  json?: boolean;
 }
 
 export function pairKindOf(v: string): PairKind | 'both' {
@@ -33,38 +23,31 @@ export function pairKindOf(v: string): PairKind | 'both' {
 }
 
 /** The training pairs of a preference stage: from --data (bad lines reported) or the built-in tasks. */
-export function trainingPairs(cm: ChatModel, o: PreferenceCliOptions, kinds: TaskKind[], say: (s: string) => void): EncodedPair[] {
+export function trainingPairs(stage: Stage, o: PreferenceCliOptions): EncodedPair[] {
   if (o.data) {
     const { records, problems } = readPreferenceFile(o.data, { onError: o.onError === 'skip' ? 'skip' : 'reject' });
-    for (const p of problems) say(`skipped ${o.data} line ${p.line}: ${p.message}`);
-    return encodePairs(cm.tokenizer, records);
+    for (const p of problems) stage.say(`skipped ${o.data} line ${p.line}: ${p.message}`);
+    return encodePairs(stage.cm.tokenizer, records);
   }
-  return pairsFromTasks(cm.tokenizer, tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds), pairKindOf(o.pairs));
+  return pairsFromTasks(stage.cm.tokenizer, stage.trainTasks(), pairKindOf(o.pairs));
 }
 
 export function runReward(o: PreferenceCliOptions): void {
-  const say = (s: string) => { if (!o.json) console.log(s); };
-  const t0 = performance.now();
-  const seed = int(o.seed, 'seed', 0, 0);
-  manualSeed(seed);
-  const cm = loadChatModel(o.model, o);
-  const kinds = parseKinds(o.kinds);
+  const stage = startStage(o);
+  const { say, seed, cm } = stage;
   const kind = pairKindOf(o.pairs);
-  const pairs = trainingPairs(cm, o, kinds, say);
+  const pairs = trainingPairs(stage, o);
   const rm = new RewardModel(cm.model);
   const steps = int(o.steps, 'steps', 100);
   say(`reward model on ${pairs.length} pairs${o.data ? ` from ${o.data}` : ` (built-in, ${kind})`}: ${steps} steps`);
   trainRewardModel(rm, pairs, {
     steps, batchSize: int(o.batchSize, 'batch-size', 8), lr: num(o.lr, 'lr', 1e-3), padId: cm.endId, seed,
-    onStep: (m) => {
-      if (o.json) console.log(JSON.stringify(m));
-      else if (m.step % Math.max(1, Math.round(steps / 10)) === 0) console.log(`step ${m.step}/${steps}  loss ${m.loss.toFixed(3)}  batch accuracy ${pct(m.accuracy)}`);
-    },
+    onStep: (m) => stage.logStep(m.step, steps, m, () => `step ${m.step}/${steps}  loss ${m.loss.toFixed(3)}  batch accuracy ${pct(m.accuracy)}`),
   });
-  const held = pairsFromTasks(cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), kind);
+  const held = pairsFromTasks(cm.tokenizer, stage.heldOutTasks(), kind);
   const acc = pairwiseAccuracy(rm, held, cm.endId);
   (cm.lora ? new RewardModel(mergedModel(cm.model), rm.head) : rm).save(o.out, cm.tokenizer);
-  const seconds = (performance.now() - t0) / 1000;
+  const seconds = stage.seconds();
   if (o.json) console.log(JSON.stringify({ out: o.out, accuracy: acc.accuracy, margin: acc.margin, seconds }));
   else console.log(`reward: ${steps} steps in ${seconds.toFixed(0)} s — held-out pairwise accuracy ${pct(acc.accuracy)} (mean margin ${acc.margin.toFixed(2)}); reward model in ${o.out}`);
 }

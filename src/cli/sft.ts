@@ -3,57 +3,39 @@
 // held-out built-in questions.
 import type { Command } from 'commander';
 import { readInstructionFile } from '../data/index.js';
-import { evaluateChat, sft, sftExamplesFromRecords, sftExamplesFromTasks } from '../align/index.js';
-import { engineGenerator } from '../infer/index.js';
-import { manualSeed } from '../tensor/index.js';
-import {
-  EVAL_SPLIT, int, loadChatModel, modelOptions, num, parseKinds, pct, saveChatModel, tasksFor, TRAIN_SPLIT, type LoraOptions, ANSWER_TOKENS } from './align-shared.js';
+import { sft, sftExamplesFromRecords, sftExamplesFromTasks } from '../align/index.js';
+import { int, modelOptions, num, pct, saveChatModel, startStage, type StageCliOptions } from './align-shared.js';
 
-interface SFTCliOptions extends LoraOptions {
-  model: string;
-  out: string;
+interface SFTCliOptions extends StageCliOptions {
   data?: string;
   onError: string;
-  train: string;
-  eval: string;
-  kinds?: string;
   steps: string;
   batchSize: string;
   lr: string;
   pack: boolean;
   rambling: string;
-  seed: string;
-  json?: boolean;
 }
 
 export function runSFT(o: SFTCliOptions): void {
-  const say = (s: string) => { if (!o.json) console.log(s); };
-  const t0 = performance.now();
-  const seed = int(o.seed, 'seed', 0, 0);
-  manualSeed(seed);
-  const cm = loadChatModel(o.model, o);
-  const kinds = parseKinds(o.kinds);
+  const stage = startStage(o);
+  const { say, seed, cm } = stage;
   let examples;
   if (o.data) {
     const { records, problems } = readInstructionFile(o.data, { onError: o.onError === 'skip' ? 'skip' : 'reject' });
     for (const p of problems) say(`skipped ${o.data} line ${p.line}: ${p.message}`);
     examples = sftExamplesFromRecords(cm.tokenizer, records);
   } else {
-    examples = sftExamplesFromTasks(cm.tokenizer, tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 2000), kinds), { rambling: num(o.rambling, 'rambling', 0) });
+    examples = sftExamplesFromTasks(cm.tokenizer, stage.trainTasks(), { rambling: num(o.rambling, 'rambling', 0) });
   }
   const steps = int(o.steps, 'steps', 300);
   say(`SFT on ${examples.length} examples${o.data ? ` from ${o.data}` : ' (built-in tasks)'}${cm.lora ? ' with LoRA' : ''}: ${steps} steps`);
   const r = sft(cm.model, examples, {
     steps, batchSize: int(o.batchSize, 'batch-size', 8), lr: num(o.lr, 'lr', 2e-3), pack: o.pack, padId: cm.endId, seed,
-    onStep: (m) => {
-      if (o.json) console.log(JSON.stringify(m));
-      else if (m.step % Math.max(1, Math.round(steps / 10)) === 0) console.log(`step ${m.step}/${steps}  loss ${m.loss.toFixed(3)}`);
-    },
+    onStep: (m) => stage.logStep(m.step, steps, m, () => `step ${m.step}/${steps}  loss ${m.loss.toFixed(3)}`),
   });
   saveChatModel(cm, o.out);
-  manualSeed(seed);
-  const ev = evaluateChat(cm.model, cm.tokenizer, tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds), { samples: 0, maxNewTokens: ANSWER_TOKENS, generator: engineGenerator() });
-  const seconds = (performance.now() - t0) / 1000;
+  const ev = stage.evaluate({ samples: 0 });
+  const seconds = stage.seconds();
   if (o.json) console.log(JSON.stringify({ out: o.out, loss: r.loss, accuracy: ev.accuracy, byKind: ev.byKind, seconds }));
   else console.log(`sft: ${steps} steps in ${seconds.toFixed(0)} s — loss ${r.loss.toFixed(3)}, held-out exact match ${pct(ev.accuracy)}; model in ${o.out}`);
 }

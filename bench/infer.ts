@@ -26,7 +26,8 @@ import {
   brief, findTorchPython, fmt, machineInfo, type Measurement, report, runPeer, summarise, timeTrial, type Trial, quietWaitLimit, waitForQuiet,
 } from './common.js';
 
-const CONFIG = {
+/** The benchmark Llama of PEERS.md W3 (quant.ts measures the same weights). */
+export const CONFIG = {
   model_type: 'llama', vocab_size: 32000, hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 8,
   num_attention_heads: 8, num_key_value_heads: 4, max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000,
   tie_word_embeddings: false, initializer_range: 0.02,

@@ -10,18 +10,13 @@
 //
 //   npm run bench -- quant [--trials=N] [--skip=llama]
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as pl from '../src/index.js';
 import { fmt, machineInfo, quietWaitLimit, report, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
+import { benchFiles, CONFIG } from './infer.js';
 
-const CONFIG = {
-  model_type: 'llama', vocab_size: 32000, hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 8,
-  num_attention_heads: 8, num_key_value_heads: 4, max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000,
-  tie_word_embeddings: false, initializer_range: 0.02,
-};
 const PROMPT = 16;
 const NEW = 256;
 
@@ -30,17 +25,6 @@ function arg(name: string): string | undefined {
   return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
 }
 
-/** The float32 folder bench/infer.ts uses (same seed and config), so llama.cpp's exports hold the same weights. */
-function floatFolder(): string {
-  const root = path.join(tmpdir(), 'plinth-bench-infer');
-  const dir = path.join(root, 'model');
-  if (!existsSync(path.join(dir, 'model.safetensors'))) {
-    mkdirSync(root, { recursive: true });
-    pl.manualSeed(0);
-    pl.saveModel(pl.createModel(CONFIG), dir, { tokenizer: pl.loadTokenizer('r50k_base') });
-  }
-  return dir;
-}
 
 interface Variant {
   name: string;
@@ -103,7 +87,8 @@ function llamaCpp(dir: string, trials: number): Record<string, { decode_tokens_p
 async function main(): Promise<void> {
   const trials = Number(arg('trials') ?? 5);
   const skip = (arg('skip') ?? '').split(',');
-  const dir = floatFolder();
+  // The float32 folder bench/infer.ts uses, so llama.cpp's exports hold the same weights.
+  const dir = benchFiles([]).dir;
   pl.manualSeed(1234);
   const prompt = Array.from(pl.randint(0, CONFIG.vocab_size, [PROMPT]).data() as Int32Array);
 

@@ -31,6 +31,9 @@
 #define NF4_BLOCK 64
 #define PAIRS_PER_BLOCK (NF4_BLOCK / 2)
 
+/* the weight formats */
+enum { W_INT8, W_NF4, W_BF16, W_F16 };
+
 /* ---- int8 dot products ----------------------------------------------------------------------- */
 
 /* out[m] = Σ_k w[k]·x[m][k] for m < mc */
@@ -258,21 +261,36 @@ static void nf4_rows_tile(const tile_job* j, int64_t n0, int nr) {
 }
 
 #ifdef PL_X86
-/* ---- int8 on AVX-512: four rows of W per pass ----------------------------------------------- */
-PL_AVX512 static inline __attribute__((always_inline)) void i8_tile_avx512_body(const tile_job* j, int64_t n0, int nr, const int mc) {
-  const int8_t* w = (const int8_t*)j->w;
+/* ---- int8, bf16 and f16 on AVX-512: four rows of W per pass ---------------------------------
+ * One body for the three formats whose weights widen to f32 sixteen at a time; the format is a
+ * constant of each caller, so every branch on it folds away. */
+/* 16 weights from element k of a row, widened to f32; the first n (< 16) when masked */
+PL_AVX512 static inline __m512 widen16_avx512(const void* row, int64_t k, const int f) {
+  if (f == W_INT8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)((const int8_t*)row + k))));
+  __m256i h = _mm256_loadu_si256((const __m256i*)((const uint16_t*)row + k));
+  return f == W_BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
+}
+PL_AVX512 static inline __m512 widen16n_avx512(const void* row, int64_t k, __mmask16 mask, const int f) {
+  if (f == W_INT8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, (const int8_t*)row + k)));
+  __m256i h = _mm256_maskz_loadu_epi16(mask, (const uint16_t*)row + k);
+  return f == W_BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
+}
+
+PL_AVX512 static inline __attribute__((always_inline)) void widened_tile_avx512_body(const tile_job* j, int64_t n0, int nr,
+                                                                                     const int mc, const int f) {
   const int64_t K = j->K;
-  const int8_t* p[TILE_ROWS]; /* rows past nr repeat row n0 */
-  for (int r = 0; r < TILE_ROWS; r++) p[r] = w + (n0 + (r < nr ? r : 0)) * K;
+  const size_t bytes = f == W_INT8 ? 1 : 2; /* per weight */
+  const char* p[TILE_ROWS]; /* rows past nr repeat row n0 */
+  for (int r = 0; r < TILE_ROWS; r++) p[r] = (const char*)j->w + (size_t)(n0 + (r < nr ? r : 0)) * K * bytes;
   __m512 acc[TILE_ROWS][MAX_ROWS];
   for (int r = 0; r < TILE_ROWS; r++)
     for (int m = 0; m < mc; m++) acc[r][m] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
     for (int r = 0; r < TILE_ROWS; r++) {
-      if ((k & 63) == 0) _mm_prefetch((const char*)(p[r] + k) + PREFETCH_AHEAD, _MM_HINT_T0);
-      __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(p[r] + k))));
-      __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(p[r] + k + 16))));
+      /* one prefetch per 64-byte line of W */
+      if (((k * bytes) & 63) == 0) _mm_prefetch(p[r] + k * bytes + PREFETCH_AHEAD, _MM_HINT_T0);
+      __m512 w0 = widen16_avx512(p[r], k, f), w1 = widen16_avx512(p[r], k + 16, f);
       for (int m = 0; m < mc; m++) {
         const float* x = j->x + m * j->ldx + k;
         acc[r][m] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), acc[r][m]);
@@ -283,23 +301,31 @@ PL_AVX512 static inline __attribute__((always_inline)) void i8_tile_avx512_body(
   for (; k < K; k += 16) {
     __mmask16 mask = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
     for (int r = 0; r < TILE_ROWS; r++) {
-      __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, p[r] + k)));
+      __m512 w0 = widen16n_avx512(p[r], k, mask, f);
       for (int m = 0; m < mc; m++) acc[r][m] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(mask, j->x + m * j->ldx + k), acc[r][m]);
     }
   }
   for (int m = 0; m < mc; m++)
-    for (int r = 0; r < nr; r++) j->y[m * j->N + n0 + r] = _mm512_reduce_add_ps(acc[r][m]) * j->scale[n0 + r];
+    for (int r = 0; r < nr; r++) {
+      float v = _mm512_reduce_add_ps(acc[r][m]);
+      j->y[m * j->N + n0 + r] = f == W_INT8 ? v * j->scale[n0 + r] : v;
+    }
 }
 
-/* the row count as a constant, so the accumulators live in registers */
-PL_AVX512 static void i8_tile_avx512(const tile_job* j, int64_t n0, int nr) {
-  switch (j->mc) {
-    case 1: i8_tile_avx512_body(j, n0, nr, 1); break;
-    case 2: i8_tile_avx512_body(j, n0, nr, 2); break;
-    case 3: i8_tile_avx512_body(j, n0, nr, 3); break;
-    case 4: i8_tile_avx512_body(j, n0, nr, 4); break;
+/* the row count and the format as constants, so the accumulators live in registers */
+#define WIDENED_TILE_AVX512(name, fmt)                                          \
+  PL_AVX512 static void name(const tile_job* j, int64_t n0, int nr) {           \
+    switch (j->mc) {                                                            \
+      case 1: widened_tile_avx512_body(j, n0, nr, 1, fmt); break;               \
+      case 2: widened_tile_avx512_body(j, n0, nr, 2, fmt); break;               \
+      case 3: widened_tile_avx512_body(j, n0, nr, 3, fmt); break;               \
+      case 4: widened_tile_avx512_body(j, n0, nr, 4, fmt); break;               \
+    }                                                                           \
   }
-}
+WIDENED_TILE_AVX512(i8_tile_avx512, W_INT8)
+WIDENED_TILE_AVX512(bf16_tile_avx512, W_BF16)
+WIDENED_TILE_AVX512(f16_tile_avx512, W_F16)
+#undef WIDENED_TILE_AVX512
 
 /* ---- NF4 on AVX-512, codes read in place ---------------------------------------------------------
  * 32 bytes of a row (64 weights) widen to 16 dword lanes of two bytes each with one vpmovzxwd. The
@@ -480,65 +506,6 @@ PL_AVX2 static void bf16_tile_avx2(const tile_job* j, int64_t n0, int nr) {
   }
 }
 
-/* 16 weights widened to f32, the first n (< 16) when masked */
-PL_AVX512 static inline __m512 half16_avx512(const uint16_t* p, bool bf16) {
-  __m256i h = _mm256_loadu_si256((const __m256i*)p);
-  return bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
-}
-PL_AVX512 static inline __m512 half16n_avx512(const uint16_t* p, __mmask16 mask, bool bf16) {
-  __m256i h = _mm256_maskz_loadu_epi16(mask, p);
-  return bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
-}
-
-PL_AVX512 static inline __attribute__((always_inline)) void half_tile_avx512_body(const tile_job* j, int64_t n0, int nr,
-                                                                                  const int mc, const bool bf16) {
-  const uint16_t* w = (const uint16_t*)j->w;
-  const int64_t K = j->K;
-  const uint16_t* p[TILE_ROWS];
-  for (int r = 0; r < TILE_ROWS; r++) p[r] = w + (n0 + (r < nr ? r : 0)) * K;
-  __m512 acc[TILE_ROWS][MAX_ROWS];
-  for (int r = 0; r < TILE_ROWS; r++)
-    for (int m = 0; m < mc; m++) acc[r][m] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    for (int r = 0; r < TILE_ROWS; r++) {
-      _mm_prefetch((const char*)(p[r] + k) + PREFETCH_AHEAD, _MM_HINT_T0);
-      __m512 v0 = half16_avx512(p[r] + k, bf16), v1 = half16_avx512(p[r] + k + 16, bf16);
-      for (int m = 0; m < mc; m++) {
-        const float* x = j->x + m * j->ldx + k;
-        acc[r][m] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(x), acc[r][m]);
-        acc[r][m] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(x + 16), acc[r][m]);
-      }
-    }
-  }
-  for (; k < K; k += 16) {
-    __mmask16 mask = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-    for (int r = 0; r < TILE_ROWS; r++) {
-      __m512 v = half16n_avx512(p[r] + k, mask, bf16);
-      for (int m = 0; m < mc; m++) acc[r][m] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mask, j->x + m * j->ldx + k), acc[r][m]);
-    }
-  }
-  for (int m = 0; m < mc; m++)
-    for (int r = 0; r < nr; r++) j->y[m * j->N + n0 + r] = _mm512_reduce_add_ps(acc[r][m]);
-}
-
-/* the row count and the format as constants, so the accumulators live in registers */
-PL_AVX512 static void bf16_tile_avx512(const tile_job* j, int64_t n0, int nr) {
-  switch (j->mc) {
-    case 1: half_tile_avx512_body(j, n0, nr, 1, true); break;
-    case 2: half_tile_avx512_body(j, n0, nr, 2, true); break;
-    case 3: half_tile_avx512_body(j, n0, nr, 3, true); break;
-    case 4: half_tile_avx512_body(j, n0, nr, 4, true); break;
-  }
-}
-PL_AVX512 static void f16_tile_avx512(const tile_job* j, int64_t n0, int nr) {
-  switch (j->mc) {
-    case 1: half_tile_avx512_body(j, n0, nr, 1, false); break;
-    case 2: half_tile_avx512_body(j, n0, nr, 2, false); break;
-    case 3: half_tile_avx512_body(j, n0, nr, 3, false); break;
-    case 4: half_tile_avx512_body(j, n0, nr, 4, false); break;
-  }
-}
 #endif
 
 /* f16 on AVX2 takes the portable path: AVX2 alone does not promise F16C's conversion. */
@@ -574,8 +541,6 @@ static void nf4_dequant_range(const uint8_t* packed, const float* absmax, const 
   }
   if (i < n) out[i] = nf4_at(packed, absmax, code, e0 + i);
 }
-
-enum { W_INT8, W_NF4, W_BF16, W_F16 };
 
 typedef struct {
   int kind;

@@ -16,6 +16,14 @@ export interface StoryOptions {
   events?: number;
   /** Number of places (default 2 to 4). */
   places?: number;
+  /** Number of people (default 1 to 3). */
+  people?: number;
+  /** Number of animals (default 0 to 2). */
+  animals?: number;
+  /** Surfaces per place (default 0 to 2), containers (default 0 to 2) and small items (default 2 to 4). */
+  surfaces?: number;
+  containers?: number;
+  items?: number;
 }
 
 export interface Story {
@@ -66,8 +74,9 @@ function makeCast(rng: RandomStream, options: StoryOptions): { world: World; ini
   };
 
   // People, then animals (an animal usually belongs to one of the people).
-  const nPeople = rng.pick([1, 2, 2, 2, 3]);
-  const nAnimals = rng.pick([0, 1, 1, 2]);
+  // A count given in the options replaces its draw (so the default stories do not change).
+  const nPeople = count(options.people, 'people', 1, 3) ?? rng.pick([1, 2, 2, 2, 3]);
+  const nAnimals = count(options.animals, 'animals', 0, 2) ?? rng.pick([0, 1, 1, 2]);
   const names = { female: rng.sample(FEMALE_NAMES, 3), male: rng.sample(MALE_NAMES, 3) };
   const animalNames = { female: rng.sample(ANIMAL_NAMES.female, 2), male: rng.sample(ANIMAL_NAMES.male, 2) };
   const used = { female: 0, male: 0 };
@@ -102,8 +111,9 @@ function makeCast(rng: RandomStream, options: StoryOptions): { world: World; ini
   };
   const objectLocation: ObjectLocation[] = [];
   const surfacesIn: number[][] = placeKinds.map(() => []);
+  const nSurfaces = count(options.surfaces, 'surfaces', 0, 2);
   placeKinds.forEach((pk, p) => {
-    for (const noun of rng.sample(pk.surfaces, rng.pick([0, 1, 1, 2]))) {
+    for (const noun of rng.sample(pk.surfaces, nSurfaces !== undefined ? Math.min(nSurfaces, pk.surfaces.length) : rng.pick([0, 1, 1, 2]))) {
       const o = addObject(SURFACE_KINDS.find((k) => k.noun === noun)!);
       if (!o) continue;
       objectLocation.push({ type: 'ground', place: p });
@@ -126,15 +136,22 @@ function makeCast(rng: RandomStream, options: StoryOptions): { world: World; ini
     }
     return { type: 'ground', place: rng.int(nPlaces) };
   };
-  for (let i = rng.pick([0, 1, 1, 2]); i > 0; i--) {
+  for (let i = count(options.containers, 'containers', 0, 4) ?? rng.pick([0, 1, 1, 2]); i > 0; i--) {
     const o = addObject(rng.pick(CONTAINER_KINDS));
     if (o) objectLocation.push(placeLoose(o, { inContainer: false }));
   }
-  for (let i = 2 + rng.int(3); i > 0; i--) {
+  for (let i = count(options.items, 'items', 0, 8) ?? 2 + rng.int(3); i > 0; i--) {
     const o = addObject(rng.pick(ITEM_KINDS));
     if (o) objectLocation.push(placeLoose(o, { inContainer: true }));
   }
   return { world, initial: state };
+}
+
+/** A cast size from the options, checked; undefined when the option is not given. */
+function count(v: number | undefined, name: string, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isInteger(v) || v < min || v > max) throw new ArgumentError(`${name} must be an integer in [${min}, ${max}], got ${v}`);
+  return v;
 }
 
 // ---- what happens next ---------------------------------------------------------------------------

@@ -32,6 +32,23 @@ test('a corpus is its stories in order, each regenerable alone, and stops at the
   assert.throws(() => generateCorpus({ stories: -1 }), ArgumentError);
 });
 
+test('cast sizes in the options replace their draws; without them the stories stay as they were', async () => {
+  // The pre-training corpus of seed 0, as generated before the cast options existed.
+  const { createHash } = await import('node:crypto');
+  const corpus = generateCorpus({ seed: 0, stories: 200 });
+  assert.equal(createHash('sha256').update(corpus).digest('hex'), 'a915ea8d4810dc43941173d29e32e0f6669dc29ea9fff65a45bbf0a3e9c7495e');
+  for (let seed = 0; seed < 50; seed++) {
+    const s = generateStory(seed, { people: 2, animals: 0, surfaces: 0, containers: 0, items: 3 });
+    assert.equal(s.world.characters.filter((c) => c.kind === 'person').length, 2);
+    assert.equal(s.world.characters.filter((c) => c.kind === 'animal').length, 0);
+    assert.equal(s.world.objects.length, 3);
+    assert.ok(s.world.objects.every((o) => o.role === 'item'));
+  }
+  assert.throws(() => generateStory(1, { people: 0 }), /people must be an integer in \[1, 3\]/);
+  assert.throws(() => generateStory(1, { items: 2.5 }), /items must be an integer/);
+  assert.throws(() => generateStory(1, { animals: 3 }), ArgumentError);
+});
+
 /** An independent interpreter of the events: checks each precondition, returns the state after each. */
 function replay(w: World, initial: WorldState, events: WorldEvent[]): WorldState[] {
   const place = initial.characterPlace.slice();

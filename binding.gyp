@@ -12,6 +12,7 @@
         "native/src/attention.c",
         "native/src/paged.c",
         "native/src/quant.c",
+        "native/src/quantdot.c",
         "native/src/vk_avx512.c",
         "native/src/vk_avx2.c",
         "native/src/vk_scalar.c"

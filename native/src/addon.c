@@ -178,6 +178,7 @@ static napi_value init(napi_env env, napi_value exports) {
   pl_register_attention(env, exports);
   pl_register_paged(env, exports);
   pl_register_quant(env, exports);
+  pl_register_quantdot(env, exports);
   return exports;
 }
 

@@ -49,6 +49,7 @@ void pl_register_fused(napi_env env, napi_value exports);
 void pl_register_attention(napi_env env, napi_value exports);
 void pl_register_paged(napi_env env, napi_value exports);
 void pl_register_quant(napi_env env, napi_value exports);
+void pl_register_quantdot(napi_env env, napi_value exports);
 
 /* The float GEMM (gemm.c) for other kernels: C (M,N) = (acc ? C : 0) + op(A)·op(B) on contiguous
  * row-major operands, threaded as matmul is; false when a packing buffer cannot be allocated. */

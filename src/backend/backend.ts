@@ -238,6 +238,27 @@ export interface Backend {
   halfLinear(x: Float32Array, w: Uint16Array, wDType: 'bf16' | 'f16', y: Float32Array, M: number, N: number, K: number): void;
   /** dx (M,K) = dy (M,N) · W, W as in halfLinear. Writes dx. */
   halfLinearBackward(dy: Float32Array, w: Uint16Array, wDType: 'bf16' | 'f16', dx: Float32Array, M: number, N: number, K: number): void;
+
+  // ---- rounded activations (opt-in, inference: changes numerics, no backward) ----------------
+  /**
+   * y (M,N) ≈ x (M,K) · Wᵀ, W as in int8Linear, with each row of x quantized to int8 in blocks of
+   * 32 along K (llama.cpp's Q8_0; the last block of a row holds K mod 32 elements when that is not
+   * 0). In f32, for the elements x_k of block b of a row:
+   *   d_b = a_b / 127 with a_b = max |x_k| (NaN ignored), i_b = d_b ≠ 0 ? 1 / d_b : 0,
+   *   q_k = clamp(round(x_k · i_b), −127, 127), round with ties away from zero, NaN → 0;
+   * then S_b = Σ_k w[n,k]·q_k exactly (an integer), and
+   *   acc = 0; for b = 0, 1, …: acc = acc + d_b·S_b (the product rounded to f32, then the sum);
+   *   y[m,n] = scale[n] · acc.
+   * Every step is one f32 operation, so every backend gives the same bits. Writes y.
+   */
+  int8LinearQ8(x: Float32Array, w: Int8Array, scale: Float32Array, y: Float32Array, M: number, N: number, K: number): void;
+  /**
+   * y (M,N) ≈ x (M,K) · Wᵀ with W (N,K) bf16 bit patterns (as halfLinear 'bf16') and x rounded to
+   * bf16 (nearest even, as `cast`; subnormal x may flush to zero): y[m,n] = Σ_k bf16(x[m,k])·W[n,k],
+   * products exact, summed in f32 in an order of the backend's choosing (pairs along K with
+   * vdpbf16ps). Writes y.
+   */
+  bf16LinearDot(x: Float32Array, w: Uint16Array, y: Float32Array, M: number, N: number, K: number): void;
 }
 
 export type KernelName = Exclude<keyof Backend, 'name' | 'supports'>;
@@ -252,7 +273,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
   'indexSelect', 'indexAdd', 'gather', 'scatterAdd',
   'im2col', 'col2im', 'dropoutMask', 'adamwStep',
   'int8Linear', 'int8LinearBackward', 'nf4Linear', 'nf4LinearBackward', 'nf4Dequantize',
-  'halfLinear', 'halfLinearBackward',
+  'halfLinear', 'halfLinearBackward', 'int8LinearQ8', 'bf16LinearDot',
 ];
 
 /** The dtype of a kernel argument, from its typed-array class. */

@@ -4,7 +4,7 @@ export {
 } from './formats.js';
 export {
   QuantizedLinear, Int8Linear, NF4Linear, HalfLinear, QuantizationError, QUANT_METHODS, createQuantizedLinear, checkQuantMethod,
-  quantizedLinearFactory, quantizedLayers, type QuantMethod, type QuantTensors,
+  quantizedLinearFactory, quantizedLayers, setActivationPrecision, type ActivationPrecision, type QuantMethod, type QuantTensors,
 } from './layers.js';
 export {
   quantizeFolder, quantizeWeights, linearWeightBytes, saveQuantized, loadQuantized, quantizedStateDict, weightBytes, quantizationConfig, folderQuantMethod,

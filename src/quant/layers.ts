@@ -8,7 +8,7 @@ import { ArgumentError, DTypeError, ShapeError } from '../errors.js';
 import { Module, type LinearFactory, type LinearLayer, type LinearOptions } from '../nn/index.js';
 import * as pl from '../tensor/index.js';
 import { type Tensor, Tensor as TensorClass } from '../tensor/index.js';
-import { needsGrad, record } from '../tensor/autograd.js';
+import { isGradEnabled, needsGrad, record } from '../tensor/autograd.js';
 import {
   dequantizeAbsmax, dequantizeNF4, dynamicMap, int8Scales, NF4_BLOCK, NF4_CODE, quantizeAbsmax, quantizeInt8, quantizeNF4,
   DQ_BLOCK, type QuantizedAbsmax,
@@ -19,6 +19,13 @@ export const QUANT_METHODS: readonly QuantMethod[] = ['int8', 'nf4', 'nf4-dq', '
 
 export class QuantizationError extends ArgumentError {}
 
+/**
+ * What a quantized layer rounds its input to before the dot products: 'f32' (exact, the default),
+ * 'int8' (blocks of 32, llama.cpp's Q8_0; int8 weights, integer dot products) or 'bf16' (bf16
+ * weights, bf16 pair products). Rounded activations are used only where no gradient can flow.
+ */
+export type ActivationPrecision = 'f32' | 'int8' | 'bf16';
+
 /** The weight tensors of a quantized layer, by name under the layer's prefix (bitsandbytes' names). */
 export type QuantTensors = Map<string, Tensor>;
 
@@ -28,12 +35,13 @@ export type QuantTensors = Map<string, Tensor>;
  */
 function frozenLinear(x: Tensor, N: number, K: number, bias: Tensor | null,
   forward: (x: Float32Array, y: Float32Array, M: number) => void,
-  backward: (dy: Float32Array, dx: Float32Array, M: number) => void): Tensor {
+  backward: (dy: Float32Array, dx: Float32Array, M: number) => void,
+  rounded: ((x: Float32Array, y: Float32Array, M: number) => void) | null = null): Tensor {
   if (x.dtype !== 'f32') throw new DTypeError(`quantized linear: the input must be f32, got ${x.dtype}`);
   if (x.shape[x.ndim - 1] !== K) throw new ShapeError(`quantized linear: input has ${x.shape[x.ndim - 1]} features, the layer takes ${K}`);
   const M = x.size / K;
   const y = TensorClass.empty([...x.shape.slice(0, -1), N]);
-  forward(x.data() as Float32Array, y.storage as Float32Array, M);
+  (rounded && !needsGrad(x) ? rounded : forward)(x.data() as Float32Array, y.storage as Float32Array, M);
   if (needsGrad(x)) {
     record(y, 'quantizedLinear', [x], (g) => {
       const dx = TensorClass.empty(x.shape);
@@ -65,6 +73,27 @@ export abstract class QuantizedLinear extends Module implements LinearLayer {
   /** The float weight (N,K) the stored one stands for (for merging adapters, and for tests). */
   abstract dequantize(): Float32Array;
   abstract forward(x: Tensor): Tensor;
+
+  /** The precision the input is rounded to (see ActivationPrecision); set it with setActivations. */
+  activations: ActivationPrecision = 'f32';
+
+  /** The rounded-activation precision this layer's format offers, if any. */
+  get fastActivations(): ActivationPrecision | null {
+    return null;
+  }
+
+  setActivations(p: ActivationPrecision): void {
+    if (p !== 'f32' && p !== this.fastActivations) {
+      throw new QuantizationError(`${this.prefix}: ${this.method} weights take f32${this.fastActivations ? ` or ${this.fastActivations}` : ''} activations, not ${p}`);
+    }
+    this.activations = p;
+  }
+
+  /** Whether this forward may round the input: the option is on and no gradient can flow (no
+   *  gradient recording, or a layer in eval mode), so training always sees the exact product. */
+  protected roundsInput(): boolean {
+    return this.activations !== 'f32' && (!isGradEnabled() || !this.training);
+  }
 
   /** Bytes of the stored weight (with its scales), without the bias. */
   weightBytes(): number {
@@ -123,12 +152,17 @@ export class Int8Linear extends QuantizedLinear {
     return out;
   }
 
+  override get fastActivations(): ActivationPrecision {
+    return 'int8';
+  }
+
   forward(x: Tensor): Tensor {
     const N = this.outFeatures, K = this.inFeatures;
     const k = kernels();
     return frozenLinear(x, N, K, this.bias,
       (xs, y, M) => k.int8Linear(xs, this.q, this.scale, y, M, N, K),
-      (dy, dx, M) => k.int8LinearBackward(dy, this.q, this.scale, dx, M, N, K));
+      (dy, dx, M) => k.int8LinearBackward(dy, this.q, this.scale, dx, M, N, K),
+      this.roundsInput() ? (xs, y, M) => k.int8LinearQ8(xs, this.q, this.scale, y, M, N, K) : null);
   }
 }
 
@@ -270,12 +304,17 @@ export class HalfLinear extends QuantizedLinear {
     return out;
   }
 
+  override get fastActivations(): ActivationPrecision | null {
+    return this.method === 'bf16' ? 'bf16' : null;
+  }
+
   forward(x: Tensor): Tensor {
     const N = this.outFeatures, K = this.inFeatures;
     const k = kernels();
     return frozenLinear(x, N, K, this.bias,
       (xs, y, M) => k.halfLinear(xs, this.w, this.method, y, M, N, K),
-      (dy, dx, M) => k.halfLinearBackward(dy, this.w, this.method, dx, M, N, K));
+      (dy, dx, M) => k.halfLinearBackward(dy, this.w, this.method, dx, M, N, K),
+      this.roundsInput() ? (xs, y, M) => k.bf16LinearDot(xs, this.w, y, M, N, K) : null);
   }
 }
 
@@ -311,4 +350,19 @@ export function quantizedLinearFactory(method: QuantMethod, weightOf?: (name: st
 /** Every quantized linear layer of a model. */
 export function quantizedLayers(model: Module): QuantizedLinear[] {
   return model.modules().filter((m): m is QuantizedLinear => m instanceof QuantizedLinear);
+}
+
+/**
+ * 'fast': every quantized layer whose format has a rounded-activation kernel uses it for inference
+ * (int8 weights: int8 activations; bf16 weights: bf16 activations); NF4 and f16 layers stay exact.
+ * 'exact': every layer back to f32 activations. Returns the number of layers that round their input.
+ */
+export function setActivationPrecision(model: Module, mode: 'exact' | 'fast'): number {
+  let n = 0;
+  for (const layer of quantizedLayers(model)) {
+    const p = mode === 'fast' ? layer.fastActivations : null;
+    layer.setActivations(p ?? 'f32');
+    if (p) n++;
+  }
+  return n;
 }

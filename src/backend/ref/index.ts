@@ -18,6 +18,7 @@ import { col2im, im2col } from './conv.js';
 import { dropoutMask } from './random.js';
 import { adamwStep } from './optim.js';
 import { halfLinear, halfLinearBackward, int8Linear, int8LinearBackward, nf4Dequantize, nf4Linear, nf4LinearBackward } from './quant.js';
+import { bf16LinearDot, int8LinearQ8 } from './quantdot.js';
 
 /** fill and copyStrided move any dtype, cast converts between every pair; the rest are float kernels. */
 function supports(kernel: KernelName, dtype: KernelDType): boolean {
@@ -38,5 +39,5 @@ export const refBackend: Backend = {
   indexSelect, indexAdd, gather, scatterAdd,
   im2col, col2im, dropoutMask, adamwStep,
   int8Linear, int8LinearBackward, nf4Linear, nf4LinearBackward, nf4Dequantize,
-  halfLinear, halfLinearBackward,
+  halfLinear, halfLinearBackward, int8LinearQ8, bf16LinearDot,
 };

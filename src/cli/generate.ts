@@ -5,6 +5,7 @@ import { ArgumentError } from '../errors.js';
 import { Engine, samplingParams, type SamplingParams } from '../infer/index.js';
 import { loadCheckpoint } from '../io/index.js';
 import type { CausalLM } from '../models/index.js';
+import { setActivationPrecision } from '../quant/index.js';
 import { encodePrompt, stopTokenIds } from '../serve/openai.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 
@@ -20,6 +21,9 @@ export interface SamplingCliOptions {
   seed?: string;
   stop: string[];
 }
+
+export const FAST_ACTIVATIONS_HELP =
+  'quantized int8 / bf16 models: round activations to int8 (blocks of 32) / bf16 for integer or bf16 dot products (faster, slightly different numbers)';
 
 export function addSamplingOptions(cmd: Command): Command {
   return cmd
@@ -95,6 +99,7 @@ export function runOnce(engine: Engine, promptIds: number[], params: SamplingPar
 interface GenerateCliOptions extends SamplingCliOptions {
   model: string;
   prompt: string;
+  fastActivations?: boolean;
   json?: boolean;
 }
 
@@ -105,9 +110,11 @@ export function registerGenerateCommand(program: Command): void {
       .description('continue a prompt with a checkpoint, streaming the text (sampling flags as in the OpenAI API)')
       .requiredOption('--model <dir>', 'checkpoint folder (Hugging Face layout with tokenizer.json)')
       .option('--prompt <text>', 'text to continue', '')
+      .option('--fast-activations', FAST_ACTIVATIONS_HELP)
       .option('--json', 'print one JSON object at the end instead of streaming'),
   ).action((o: GenerateCliOptions) => {
     const { model, tokenizer, generationConfig } = loadCheckpoint(o.model);
+    if (o.fastActivations) setActivationPrecision(model, 'fast');
     if (!tokenizer) throw new ArgumentError(`${o.model} has no tokenizer.json: cannot turn the prompt into ids`);
     const ids = encodePrompt(tokenizer, generationConfig, o.prompt);
     if (ids.length === 0) throw new ArgumentError('the prompt is empty and the tokenizer has no beginning-of-text token: give --prompt');

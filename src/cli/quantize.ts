@@ -10,7 +10,7 @@ import { ArgumentError } from '../errors.js';
 import { BatchSampler, openDataset } from '../data/index.js';
 import { compareModels, type EvalBatch } from '../eval/index.js';
 import { loadModel } from '../io/index.js';
-import { checkQuantMethod, linearWeightBytes, QUANT_METHODS, quantizeFolder, saveQuantized, weightBytes } from '../quant/index.js';
+import { checkQuantMethod, linearWeightBytes, QUANT_METHODS, quantizeFolder, saveQuantized, setActivationPrecision, weightBytes } from '../quant/index.js';
 
 interface QuantizeOptions {
   model: string;
@@ -46,6 +46,7 @@ interface EvalOptions {
   batches: string;
   batchSize: string;
   blockSize: string;
+  fastActivations?: boolean;
   json?: boolean;
 }
 
@@ -62,20 +63,25 @@ export function runQuantEval(o: EvalOptions): void {
   for (let i = 0; i < Number(o.batches); i++) batches.push(sampler.next());
   ds.close();
   const models = Object.fromEntries(methods.map((m) => [m, quantizeFolder(o.model, m).model]));
+  // '<format>+fast': the same weights with rounded activations, for the formats that have them
+  for (const m of o.fastActivations ? methods : []) {
+    const fast = quantizeFolder(o.model, m).model;
+    if (setActivationPrecision(fast, 'fast') > 0) models[`${m}+fast`] = fast;
+  }
   const r = compareModels(reference, models, batches);
   const rows = [
     { format: 'f32', ...r.reference, weight_bytes: weightBytes(reference), linear_bytes: linearWeightBytes(reference) },
-    ...methods.map((m) => ({ format: m, ...r.models[m], weight_bytes: weightBytes(models[m]), linear_bytes: linearWeightBytes(models[m]) })),
+    ...Object.entries(models).map(([m, model]) => ({ format: m, ...r.models[m], weight_bytes: weightBytes(model), linear_bytes: linearWeightBytes(model) })),
   ];
   if (o.json) {
     console.log(JSON.stringify({ tokens: r.reference.tokens, rows }));
     return;
   }
   console.log(`held-out tokens: ${r.reference.tokens.toLocaleString()} (${batches.length} batches of ${o.batchSize} x ${T})`);
-  console.log('format   perplexity  Δppl%   mean KL     p99 KL     top-1 same  all weights  linear layers');
+  console.log('format     perplexity  Δppl%   mean KL     p99 KL     top-1 same  all weights  linear layers');
   for (const row of rows) {
     const dppl = (100 * (row.perplexity - r.reference.perplexity)) / r.reference.perplexity;
-    console.log(`${row.format.padEnd(8)} ${row.perplexity.toFixed(4).padStart(10)}  ${dppl.toFixed(2).padStart(6)}  ${row.meanKL.toExponential(3).padStart(10)}  ${row.p99KL.toExponential(2).padStart(9)}  ${(100 * row.top1Agreement).toFixed(2).padStart(9)}%  ${mb(row.weight_bytes).padStart(11)}  ${mb(row.linear_bytes)} (${(rows[0].linear_bytes / row.linear_bytes).toFixed(2)}x)`);
+    console.log(`${row.format.padEnd(10)} ${row.perplexity.toFixed(4).padStart(10)}  ${dppl.toFixed(2).padStart(6)}  ${row.meanKL.toExponential(3).padStart(10)}  ${row.p99KL.toExponential(2).padStart(9)}  ${(100 * row.top1Agreement).toFixed(2).padStart(9)}%  ${mb(row.weight_bytes).padStart(11)}  ${mb(row.linear_bytes)} (${(rows[0].linear_bytes / row.linear_bytes).toFixed(2)}x)`);
   }
 }
 
@@ -97,6 +103,7 @@ export function registerQuantizeCommands(program: Command): void {
     .option('--batches <n>', 'validation batches', '16')
     .option('--batch-size <n>', 'sequences per batch', '8')
     .option('--block-size <n>', 'tokens per sequence', '128')
+    .option('--fast-activations', 'also rate int8 and bf16 with rounded activations (rows <format>+fast)')
     .option('--json', 'machine-readable output')
     .action((o: EvalOptions) => runQuantEval(o));
 }

@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { ArgumentError } from '../errors.js';
 import { createServer } from '../serve/index.js';
+import { FAST_ACTIVATIONS_HELP } from './generate.js';
 
 interface ServeCliOptions {
   model?: string;
@@ -14,6 +15,7 @@ interface ServeCliOptions {
   maxQueue?: string;
   maxRunning?: string;
   lora?: string[];
+  fastActivations?: boolean;
 }
 
 /** `--lora NAME=DIR`, repeatable. */
@@ -47,6 +49,7 @@ export function registerServeCommand(program: Command): void {
     .option('--max-running <n>', 'sequences decoded together (default 64)')
     .option('--max-queue <n>', 'requests waiting beyond the running ones; more get 429', '256')
     .option('--lora <name=dir>', 'serve a PEFT LoRA adapter folder on the base as model "<id>:<name>" (repeatable; requests pick one per request)', collectLora)
+    .option('--fast-activations', FAST_ACTIVATIONS_HELP)
     .action(async (o: ServeCliOptions) => {
       if (!o.model) throw new ArgumentError('--model is required: a checkpoint folder such as runs/<name>/checkpoint (`plinth pretrain` makes one)');
       const port = int(o.port, 'port', 0)!;
@@ -59,6 +62,7 @@ export function registerServeCommand(program: Command): void {
         maxRunning: int(o.maxRunning, 'max-running', 1),
         maxWaiting: int(o.maxQueue, 'max-queue', 0),
         loras: (o.lora ?? []).map(parseLora),
+        fastActivations: o.fastActivations,
       });
       const address = await server.listen(port, o.host);
       const s = server.engineStats;

@@ -53,8 +53,8 @@ export class WorkerEngine implements ServingEngine {
   }
 
   /** Starts the worker and waits until the model (with its LoRA adapters) is loaded. */
-  static start(modelDir: string, engineOptions: EngineOptions = {}, loras: LoraModule[] = []): Promise<WorkerEngine> {
-    const engine = new WorkerEngine({ modelDir, engineOptions, loras });
+  static start(modelDir: string, engineOptions: EngineOptions = {}, loras: LoraModule[] = [], fastActivations = false): Promise<WorkerEngine> {
+    const engine = new WorkerEngine({ modelDir, engineOptions, loras, fastActivations });
     return new Promise((resolve, reject) => {
       engine.worker.on('message', (m: FromWorker) => {
         if (m.type === 'ready') {

@@ -24,6 +24,8 @@ export interface WorkerData {
   engineOptions: EngineOptions;
   /** Adapters attached to the base at load. */
   loras: LoraModule[];
+  /** Quantized int8 / bf16 layers compute with rounded activations (setActivationPrecision 'fast'). */
+  fastActivations?: boolean;
 }
 
 /** Why the engine turned a request or call down; the server maps it to an HTTP status. */

@@ -353,6 +353,8 @@ export interface ServeOptions extends EngineOptions {
   modelId?: string;
   /** PEFT adapter folders attached to the base under their names, served as `<modelId>:<name>`. */
   loras?: LoraModule[];
+  /** Quantized int8 / bf16 layers compute with rounded activations (setActivationPrecision 'fast'). */
+  fastActivations?: boolean;
 }
 
 /** Adapter names must be unique and usable in a model id; each folder must hold a PEFT adapter. */
@@ -378,6 +380,6 @@ export async function createServer(o: ServeOptions): Promise<PlinthServer> {
   const engineOptions: EngineOptions = { blockSize: o.blockSize, kvCacheBytes: o.kvCacheBytes, numBlocks: o.numBlocks, maxBatchTokens: o.maxBatchTokens, maxRunning: o.maxRunning, maxWaiting: o.maxWaiting, enablePrefixCaching: o.enablePrefixCaching };
   const loras = o.loras ?? [];
   checkLoras(loras);
-  const engine = await WorkerEngine.start(dir, engineOptions, loras);
+  const engine = await WorkerEngine.start(dir, engineOptions, loras, o.fastActivations);
   return new PlinthServer({ engine, tokenizer, generationConfig, modelId: o.modelId ?? path.basename(path.resolve(o.modelDir)) });
 }

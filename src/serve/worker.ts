@@ -12,7 +12,7 @@ import type { CausalLM } from '../models/index.js';
 import { loadAdapter, loraFactory } from '../peft/index.js';
 // Importing quant registers the loader for quantized folders (int8, NF4, bf16/f16), which
 // loadCheckpoint then opens.
-import { folderQuantMethod, loadQuantized } from '../quant/index.js';
+import { folderQuantMethod, loadQuantized, setActivationPrecision } from '../quant/index.js';
 import type { FromWorker, LoraModule, RejectKind, ToWorker, WorkerData } from './protocol.js';
 
 const port = parentPort!;
@@ -52,8 +52,9 @@ function loadServed(dir: string, loras: LoraModule[]): LoadedModel {
 
 let engine: Engine;
 try {
-  const { modelDir, engineOptions, loras } = workerData as WorkerData;
+  const { modelDir, engineOptions, loras, fastActivations } = workerData as WorkerData;
   const { model, tokenizer } = loadServed(modelDir, loras);
+  if (fastActivations) setActivationPrecision(model, 'fast');
   if (!tokenizer) throw new ArgumentError(`${modelDir} has no tokenizer.json`);
   engine = new Engine(model, tokenizer, poolOptions(model, engineOptions));
   const info = { modelType: model.config.model_type, vocabSize: model.vocabSize, maxPositions: model.maxPositions, adapters: [...engine.adapters] };

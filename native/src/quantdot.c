@@ -293,7 +293,51 @@ PL_VNNI static inline __attribute__((always_inline)) void q8_vnni_rows(const q8_
   for (int m = 0; m < mc; m++) _mm512_mask_storeu_ps(j->y + (m0 + m) * j->N + n0, rows, _mm512_mul_ps(sc, acc[m]));
 }
 
+/* Decoding (a few rows of x): each 64-byte chunk of the 16 rows is transposed in registers and
+ * used at once, instead of through the stored tile. */
+PL_VNNI static inline __attribute__((always_inline)) void q8_vnni_direct(const q8_job* j, int64_t n0, int nr, const int mc) {
+  const int64_t K = j->K;
+  const int8_t* p[VNNI_ROWS];
+  for (int r = 0; r < VNNI_ROWS; r++) p[r] = j->w + (n0 + (r < nr ? r : 0)) * K;
+  const __mmask16 rows = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  const int32_t* xq[GROUP_M];
+  __m512 acc[GROUP_M];
+  for (int m = 0; m < mc; m++) {
+    xq[m] = (const int32_t*)(j->xq + m * j->Kp);
+    acc[m] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < j->Kp; k += 64) {
+    __m512i r[VNNI_ROWS], c[VNNI_ROWS];
+    const __mmask64 mask = K - k >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (K - k)) - 1;
+    for (int i = 0; i < VNNI_ROWS; i++) {
+      _mm_prefetch((const char*)p[i] + k + PREFETCH_AHEAD, _MM_HINT_T0);
+      r[i] = _mm512_maskz_loadu_epi8(mask, p[i] + k);
+    }
+    transpose16_epi32(r, c);
+    for (int h = 0; h < 2 && k + h * Q8_BLOCK < j->Kp; h++) {
+      const int64_t b = k / Q8_BLOCK + h;
+      __m512i s[GROUP_M];
+      for (int m = 0; m < mc; m++) s[m] = _mm512_set1_epi32(j->corr[m * j->nb + b]);
+      for (int i = 0; i < Q8_BLOCK / 4; i++) {
+        const __m512i t = _mm512_xor_si512(c[h * (Q8_BLOCK / 4) + i], flip);
+        for (int m = 0; m < mc; m++) s[m] = _mm512_dpbusd_epi32(s[m], t, _mm512_set1_epi32(xq[m][b * (Q8_BLOCK / 4) + i]));
+      }
+      for (int m = 0; m < mc; m++)
+        acc[m] = _mm512_add_ps(acc[m], _mm512_mul_ps(_mm512_cvtepi32_ps(s[m]), _mm512_set1_ps(j->d[m * j->nb + b])));
+    }
+  }
+  const __m512 sc = _mm512_maskz_loadu_ps(rows, j->scale + n0);
+  for (int m = 0; m < mc; m++) _mm512_mask_storeu_ps(j->y + m * j->N + n0, rows, _mm512_mul_ps(sc, acc[m]));
+}
+
 PL_VNNI static void q8_vnni_tile(const q8_job* j, int64_t n0, int nr, uint8_t* tb) {
+  switch (j->M) {
+    case 1: q8_vnni_direct(j, n0, nr, 1); return;
+    case 2: q8_vnni_direct(j, n0, nr, 2); return;
+    case 3: q8_vnni_direct(j, n0, nr, 3); return;
+    case 4: q8_vnni_direct(j, n0, nr, 4); return;
+  }
   q8_vnni_transpose(j, n0, nr, tb);
   int64_t m0 = 0;
   for (; m0 + MAX_GROUP_M <= j->M; m0 += MAX_GROUP_M) q8_vnni_rows(j, n0, nr, tb, m0, MAX_GROUP_M);

@@ -32,7 +32,10 @@ interface DemoOptions {
   rmSteps: string;
   ppoIterations: string;
   ppoReward: string;
+  ppoLr: string;
   dpoSteps: string;
+  dpoLr: string;
+  pretrainSteps: string;
   seed: string;
   json?: boolean;
 }
@@ -56,11 +59,14 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   let modelDir = o.model;
   if (!modelDir) {
     // The quickstart preset with 256-token rows (8 per step, so the same tokens per step): a story
-    // and its question need more than the quickstart's 128 positions.
+    // and its question need more than the quickstart's 128 positions. Three times the quickstart's
+    // steps by default: only then does the model copy facts from its context well enough for SFT to
+    // build on (a story's "the pink clock" predicted from its "a small pink clock").
     modelDir = path.join(o.out, 'pretrain');
-    say(`pre-training a quickstart model with 256-token context → ${modelDir}`);
+    const steps = String(int(o.pretrainSteps, 'pretrain-steps', 2400));
+    say(`pre-training a quickstart model with 256-token context for ${steps} steps → ${modelDir}`);
     const ts = clock();
-    await runPretrain({ out: modelDir, preset: 'tiny', blockSize: '256', batchSize: '8', stories: '8000', seed: String(seed), samples: '0', json: o.json });
+    await runPretrain({ out: modelDir, preset: 'tiny', blockSize: '256', batchSize: '8', steps, stories: '20000', seed: String(seed), samples: '0', json: o.json });
     rows.push({ stage: 'pre-train', accuracy: NaN, reward: NaN, kl: NaN, tokens: NaN, seconds: (clock() - ts) / 1000 });
   }
   const cm = loadChatModel(modelDir);
@@ -128,7 +134,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   manualSeed(seed + 1);
   const scorer = ppoReward === 'model' ? rewardModelScorer(rm, prompts, endId) : taskScorer(tokenizer, train, stop);
   const ppoRun = ppo(ppoPolicy, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, scorer, {
-    iterations, batchSize: 32, lr: 5e-5, beta: 0.1, maxNewTokens: ANSWER_TOKENS, stopIds: stop, padId: endId, seed, generator,
+    iterations, batchSize: 32, lr: num(o.ppoLr, 'ppo-lr', 5e-5), beta: 0.1, maxNewTokens: ANSWER_TOKENS, stopIds: stop, padId: endId, seed, generator,
     onIteration: (m) => say(`  iteration ${m.iteration}/${iterations} reward ${m.score.toFixed(3)} KL ${m.kl.toFixed(3)} length ${m.length.toFixed(1)} (${m.seconds.toFixed(1)} s)`),
   });
   saveModel(ppoPolicy, path.join(o.out, 'ppo'), { tokenizer });
@@ -149,7 +155,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const refLogps = referenceLogProbs(reference, dpoPairs, endId);
   const beta = 0.1;
   const dpoRun = dpo(dpoPolicy, dpoPairs, refLogps, {
-    steps: dpoSteps, batchSize: 8, beta, lr: 1e-4, padId: endId, seed,
+    steps: dpoSteps, batchSize: 8, beta, lr: num(o.dpoLr, 'dpo-lr', 1e-4), padId: endId, seed,
     onStep: (m) => { if (m.step % Math.max(1, Math.round(dpoSteps / 5)) === 0) say(`  step ${m.step}/${dpoSteps} loss ${m.loss.toFixed(3)} accuracy ${pct(m.accuracy)} margin ${m.margin.toFixed(3)}`); },
   });
   saveModel(dpoPolicy, path.join(o.out, 'dpo'), { tokenizer });
@@ -196,7 +202,10 @@ export function registerAlignDemoCommand(program: Command): void {
     .option('--rm-steps <n>', 'reward-model steps', '100')
     .option('--ppo-iterations <n>', 'PPO rollout batches', '12')
     .option('--ppo-reward <kind>', 'what scores PPO rollouts: exact (the programmatic reward) or model (the reward model)', 'exact')
+    .option('--ppo-lr <x>', 'PPO learning rate', '5e-5')
     .option('--dpo-steps <n>', 'DPO steps', '100')
+    .option('--dpo-lr <x>', 'DPO learning rate', '1e-4')
+    .option('--pretrain-steps <n>', 'pre-training steps when no --model is given', '2400')
     .option('--seed <n>', 'random seed', '0')
     .option('--json', 'machine-readable output')
     .action(async (o: DemoOptions) => { await runAlignDemo(o); });

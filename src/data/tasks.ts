@@ -85,10 +85,13 @@ function ramble(rng: RandomStream, answer: string): string {
   return `${rng.pick(RAMBLE_OPENERS)} The answer is ${answer}. ${rng.pick(RAMBLE_CLOSERS)}`.trim();
 }
 
+const TASK_STORY = { places: 2, people: 2, animals: 0, surfaces: 0, containers: 0, items: 3 } as const;
+
 /** A question of `kind` about story facts, or null when this story has none of that kind. */
 function storyQuestion(rng: RandomStream, kind: Exclude<TaskKind, 'arithmetic'>): TaskExample | null {
-  // Short stories (1 to 4 events) keep story and question within a small model's context.
-  const story = generateStory(rng.word(), { events: 1 + rng.int(4) });
+  // Small casts (two people in two places, three things) and one or two events: a question then has
+  // a few candidate answers in the text, and story and question fit a small model's context.
+  const story = generateStory(rng.word(), { ...TASK_STORY, events: 1 + rng.int(2) });
   const q = kind === 'holder' ? holderQuestion(rng, story) : kind === 'location' ? locationQuestion(rng, story) : colourQuestion(rng, story);
   if (!q) return null;
   return { kind, prompt: `${story.text}\nQuestion: ${q.question}`, answer: q.answer, wrong: q.wrong, rambling: ramble(rng, q.answer) };

@@ -311,7 +311,7 @@ PL_VNNI static inline __attribute__((always_inline)) void q8_vnni_direct(const q
     __m512i r[VNNI_ROWS], c[VNNI_ROWS];
     const __mmask64 mask = K - k >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (K - k)) - 1;
     for (int i = 0; i < VNNI_ROWS; i++) {
-      _mm_prefetch((const char*)p[i] + k + PREFETCH_AHEAD, _MM_HINT_T0);
+      _mm_prefetch((const char*)p[i] + k + VNNI_ROWS * K, _MM_HINT_T0);
       r[i] = _mm512_maskz_loadu_epi8(mask, p[i] + k);
     }
     transpose16_epi32(r, c);

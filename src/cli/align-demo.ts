@@ -99,8 +99,10 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const policy = copyModel(cm.model);
   const sftSteps = int(o.sftSteps, 'sft-steps', 1000);
   const rambling = num(o.rambling, 'rambling', 0.3);
+  // One example per row: packed rows would put other stories' names and colours in front of each
+  // question, and this small model then copies from the wrong story.
   sft(policy, sftExamplesFromTasks(tokenizer, train, { rambling }), {
-    steps: sftSteps, batchSize: 8, lr: 2e-3, padId: endId, seed,
+    steps: sftSteps, batchSize: 16, pack: false, lr: 2e-3, padId: endId, seed,
     onStep: (m) => { if (m.step % Math.max(1, Math.round(sftSteps / 5)) === 0) say(`  step ${m.step}/${sftSteps} loss ${m.loss.toFixed(3)}`); },
   });
   saveModel(policy, path.join(o.out, 'sft'), { tokenizer });
@@ -134,7 +136,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   manualSeed(seed + 1);
   const scorer = ppoReward === 'model' ? rewardModelScorer(rm, prompts, endId) : taskScorer(tokenizer, train, stop);
   const ppoRun = ppo(ppoPolicy, new ScalarHead(C, { prefix: 'v_head' }), reference, prompts, scorer, {
-    iterations, batchSize: 32, lr: num(o.ppoLr, 'ppo-lr', 5e-5), beta: 0.1, maxNewTokens: ANSWER_TOKENS, stopIds: stop, padId: endId, seed, generator,
+    iterations, batchSize: 32, lr: num(o.ppoLr, 'ppo-lr', 1e-4), beta: 0.1, maxNewTokens: ANSWER_TOKENS, stopIds: stop, padId: endId, seed, generator,
     onIteration: (m) => say(`  iteration ${m.iteration}/${iterations} reward ${m.score.toFixed(3)} KL ${m.kl.toFixed(3)} length ${m.length.toFixed(1)} (${m.seconds.toFixed(1)} s)`),
   });
   saveModel(ppoPolicy, path.join(o.out, 'ppo'), { tokenizer });
@@ -155,7 +157,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   const refLogps = referenceLogProbs(reference, dpoPairs, endId);
   const beta = 0.1;
   const dpoRun = dpo(dpoPolicy, dpoPairs, refLogps, {
-    steps: dpoSteps, batchSize: 8, beta, lr: num(o.dpoLr, 'dpo-lr', 1e-4), padId: endId, seed,
+    steps: dpoSteps, batchSize: 8, beta, lr: num(o.dpoLr, 'dpo-lr', 3e-5), padId: endId, seed,
     onStep: (m) => { if (m.step % Math.max(1, Math.round(dpoSteps / 5)) === 0) say(`  step ${m.step}/${dpoSteps} loss ${m.loss.toFixed(3)} accuracy ${pct(m.accuracy)} margin ${m.margin.toFixed(3)}`); },
   });
   saveModel(dpoPolicy, path.join(o.out, 'dpo'), { tokenizer });
@@ -202,9 +204,9 @@ export function registerAlignDemoCommand(program: Command): void {
     .option('--rm-steps <n>', 'reward-model steps', '100')
     .option('--ppo-iterations <n>', 'PPO rollout batches', '12')
     .option('--ppo-reward <kind>', 'what scores PPO rollouts: exact (the programmatic reward) or model (the reward model)', 'exact')
-    .option('--ppo-lr <x>', 'PPO learning rate', '5e-5')
+    .option('--ppo-lr <x>', 'PPO learning rate', '1e-4')
     .option('--dpo-steps <n>', 'DPO steps', '100')
-    .option('--dpo-lr <x>', 'DPO learning rate', '1e-4')
+    .option('--dpo-lr <x>', 'DPO learning rate', '3e-5')
     .option('--pretrain-steps <n>', 'pre-training steps when no --model is given', '2400')
     .option('--seed <n>', 'random seed', '0')
     .option('--json', 'machine-readable output')

@@ -171,15 +171,16 @@ function arithmeticProblem(rng: RandomStream): TaskExample {
   const [a, b] = rng.sample(PEOPLE, 2);
   const thing = rng.pick(THINGS);
   const form = rng.int(3);
+  // Numbers within ten, as in a first school year: sums up to 10, differences of numbers up to 10.
   let x = 1 + rng.int(9);
-  let y = 1 + rng.int(9);
+  const y = 1 + rng.int(10 - x);
   let prompt: string;
   let value: number;
   if (form === 0) {
     prompt = `${a} has ${x} ${thing}. ${b} gives ${a} ${y} more ${thing}. How many ${thing} does ${a} have now?`;
     value = x + y;
   } else if (form === 1) {
-    if (y > x) [x, y] = [y, x];
+    x += y;
     prompt = `${a} has ${x} ${thing}. ${a} gives ${y} ${thing} to ${b}. How many ${thing} does ${a} have now?`;
     value = x - y;
   } else {

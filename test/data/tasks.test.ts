@@ -34,6 +34,7 @@ describe('built-in tasks', () => {
       const n = e.prompt.match(/\d+/g)!.map(Number);
       const expected = /gives \d+ \w+ to/.test(e.prompt) ? n[0] - n[1] : n[0] + n[1];
       assert.equal(e.answer, String(expected), e.prompt);
+      assert.ok(n.every((k) => k >= 1 && k <= 10) && expected >= 0 && expected <= 10, `numbers within ten: ${e.prompt}`);
     }
   });
 

@@ -77,7 +77,7 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   if (!['model', 'exact'].includes(ppoReward)) throw new ArgumentError(`--ppo-reward must be model or exact, got '${ppoReward}'`);
   if (!['correct', 'concise', 'both'].includes(pairKind)) throw new ArgumentError(`--pairs must be correct, concise or both, got '${o.pairs}'`);
   const train = tasksFor(cm, TRAIN_SPLIT, int(o.train, 'train', 8000), kinds);
-  const heldOut = tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 120), kinds);
+  const heldOut = tasksFor(cm, EVAL_SPLIT, int(o.eval, 'eval', 240), kinds);
   say(`tasks: ${train.length} training and ${heldOut.length} held-out examples (${kinds.join(', ')}); ${getBackend()} backend, ${numThreads()} threads`);
   const stop = [endId];
   // Rollouts and evaluations run through the inference engine (one, reused: its pool fits the largest batch).
@@ -97,8 +97,8 @@ export async function runAlignDemo(o: DemoOptions): Promise<Row[]> {
   say('SFT ...');
   ts = clock();
   const policy = copyModel(cm.model);
-  const sftSteps = int(o.sftSteps, 'sft-steps', 1000);
-  const rambling = num(o.rambling, 'rambling', 0.3);
+  const sftSteps = int(o.sftSteps, 'sft-steps', 1200);
+  const rambling = num(o.rambling, 'rambling', 0.1);
   // One example per row: packed rows would put other stories' names and colours in front of each
   // question, and this small model then copies from the wrong story.
   sft(policy, sftExamplesFromTasks(tokenizer, train, { rambling }), {
@@ -196,11 +196,11 @@ export function registerAlignDemoCommand(program: Command): void {
     .option('--model <dir>', 'a model pre-trained on the synthetic stories (default: pre-train one first)')
     .option('--out <dir>', 'run folder for the models of every stage', 'runs/align-demo')
     .option('--train <n>', 'training questions', '8000')
-    .option('--eval <n>', 'held-out questions', '120')
+    .option('--eval <n>', 'held-out questions', '240')
     .option('--kinds <list>', 'task kinds: holder, location, colour, arithmetic (default all)')
     .option('--pairs <kind>', 'preference pairs: correct (answer vs wrong), concise (answer vs rambling) or both', 'both')
-    .option('--rambling <fraction>', 'fraction of SFT answers given in needless words (the habit DPO and PPO then remove)', '0.3')
-    .option('--sft-steps <n>', 'SFT steps', '1000')
+    .option('--rambling <fraction>', 'fraction of SFT answers given in needless words (the habit DPO and PPO then remove)', '0.1')
+    .option('--sft-steps <n>', 'SFT steps', '1200')
     .option('--rm-steps <n>', 'reward-model steps', '100')
     .option('--ppo-iterations <n>', 'PPO rollout batches', '12')
     .option('--ppo-reward <kind>', 'what scores PPO rollouts: exact (the programmatic reward) or model (the reward model)', 'exact')

@@ -39,3 +39,14 @@ export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
 export function tensorValues(t: Tensor): Float64Array {
   return Float64Array.from(t.toFloat32Array());
 }
+
+/** n values uniform in [−scale, scale) from a 32-bit LCG of `seed`: the same numbers on every backend and run. */
+export function lcgUniform(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = ((s / 2 ** 32) * 2 - 1) * scale;
+  }
+  return out;
+}

@@ -119,6 +119,24 @@ bool pl_int_array(pl_args* a, size_t i, int64_t* out, size_t* n) {
   return true;
 }
 
+bool pl_typed(pl_args* a, size_t i, napi_typedarray_type want, const char* what, void** ptr, size_t* len) {
+  bool is_ta = false;
+  napi_is_typedarray(a->env, a->argv[i], &is_ta);
+  napi_typedarray_type t;
+  napi_value ab;
+  size_t off;
+  if (is_ta) napi_get_typedarray_info(a->env, a->argv[i], &t, len, ptr, &ab, &off);
+  if (!is_ta || t != want) return pl_fail(a, "argument %zu must be %s", i, what);
+  return true;
+}
+
+bool pl_matrix_sizes(pl_args* a, int64_t M, int64_t N, int64_t K) {
+  if (M < 0 || N < 0 || K < 0) return pl_fail(a, "sizes must be non-negative (M=%lld N=%lld K=%lld)", (long long)M, (long long)N, (long long)K);
+  const double lim = 9007199254740992.0;
+  if ((double)M * (double)K > lim || (double)N * (double)K > lim || (double)M * (double)N > lim) return pl_fail(a, "sizes are too large");
+  return true;
+}
+
 bool pl_need(pl_args* a, const char* what, size_t len, int64_t need) {
   if (need < 0) return pl_fail(a, "%s: negative size %lld", what, (long long)need);
   if ((int64_t)len < need) return pl_fail(a, "%s needs %lld elements, got %zu", what, (long long)need, len);

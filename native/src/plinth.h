@@ -32,6 +32,10 @@ bool pl_bool(pl_args* a, size_t i, bool* v);
 bool pl_string(pl_args* a, size_t i, char* buf, size_t bufsize);
 /* An array of non-negative integers (shape or strides), at most 16 entries. */
 bool pl_int_array(pl_args* a, size_t i, int64_t* out, size_t* n);
+/* A typed array of exactly this element type (Int8Array, Uint8Array, Uint16Array, ...); `what` names it in the error. */
+bool pl_typed(pl_args* a, size_t i, napi_typedarray_type want, const char* what, void** ptr, size_t* len);
+/* Matrix sizes M, N, K of a product: non-negative, and every pairwise product exact in a double. */
+bool pl_matrix_sizes(pl_args* a, int64_t M, int64_t N, int64_t K);
 /* Throws a RangeError "kernel: what (needs N elements, got M)" unless len >= need. */
 bool pl_need(pl_args* a, const char* what, size_t len, int64_t need);
 /* Throws a RangeError with a formatted message; always returns false. */

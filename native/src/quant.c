@@ -687,25 +687,6 @@ static bool linear_panels(dequant_job* dq, const float* in, float* out, int64_t 
 
 /* ---- Node-API wrappers ------------------------------------------------------------------------ */
 
-/* A typed array of exactly this element type (Int8Array / Uint8Array). */
-static bool typed_bytes(pl_args* a, size_t i, napi_typedarray_type want, const char* what, void** ptr, size_t* len) {
-  bool is_ta = false;
-  napi_is_typedarray(a->env, a->argv[i], &is_ta);
-  napi_typedarray_type t;
-  napi_value ab;
-  size_t off;
-  if (is_ta) napi_get_typedarray_info(a->env, a->argv[i], &t, len, ptr, &ab, &off);
-  if (!is_ta || t != want) return pl_fail(a, "argument %zu must be %s", i, what);
-  return true;
-}
-
-static bool check_sizes(pl_args* a, int64_t M, int64_t N, int64_t K) {
-  if (M < 0 || N < 0 || K < 0) return pl_fail(a, "sizes must be non-negative (M=%lld N=%lld K=%lld)", (long long)M, (long long)N, (long long)K);
-  const double lim = 9007199254740992.0;
-  if ((double)M * (double)K > lim || (double)N * (double)K > lim || (double)M * (double)N > lim) return pl_fail(a, "sizes are too large");
-  return true;
-}
-
 /* int8Linear(x, w, scale, y, M, N, K) and int8LinearBackward(dy, w, scale, dx, M, N, K) */
 static napi_value int8_common(napi_env env, napi_callback_info info, bool backward) {
   pl_args a;
@@ -714,9 +695,9 @@ static napi_value int8_common(napi_env env, napi_callback_info info, bool backwa
   size_t lin, lw, ls, lout;
   int64_t M, N, K;
   const char* name = backward ? "int8LinearBackward" : "int8Linear";
-  if (!pl_args_init(env, info, name, 7, &a) || !pl_f32(&a, 0, &in, &lin) || !typed_bytes(&a, 1, napi_int8_array, "an Int8Array", &w, &lw) ||
+  if (!pl_args_init(env, info, name, 7, &a) || !pl_f32(&a, 0, &in, &lin) || !pl_typed(&a, 1, napi_int8_array, "an Int8Array", &w, &lw) ||
       !pl_f32(&a, 2, &scale, &ls) || !pl_f32(&a, 3, &out, &lout) || !pl_int(&a, 4, &M) || !pl_int(&a, 5, &N) ||
-      !pl_int(&a, 6, &K) || !check_sizes(&a, M, N, K))
+      !pl_int(&a, 6, &K) || !pl_matrix_sizes(&a, M, N, K))
     return NULL;
   if (!pl_need(&a, backward ? "dy" : "x", lin, backward ? M * N : M * K) || !pl_need(&a, "w", lw, N * K) ||
       !pl_need(&a, "scale", ls, N) || !pl_need(&a, backward ? "dx" : "y", lout, backward ? M * K : M * N))
@@ -749,9 +730,9 @@ static napi_value nf4_common(napi_env env, napi_callback_info info, bool backwar
   int64_t M, N, K;
   const char* name = backward ? "nf4LinearBackward" : "nf4Linear";
   if (!pl_args_init(env, info, name, 8, &a) || !pl_f32(&a, 0, &in, &lin) ||
-      !typed_bytes(&a, 1, napi_uint8_array, "a Uint8Array", &packed, &lp) || !pl_f32(&a, 2, &absmax, &la) ||
+      !pl_typed(&a, 1, napi_uint8_array, "a Uint8Array", &packed, &lp) || !pl_f32(&a, 2, &absmax, &la) ||
       !pl_f32(&a, 3, &code, &lc) || !pl_f32(&a, 4, &out, &lout) || !pl_int(&a, 5, &M) || !pl_int(&a, 6, &N) ||
-      !pl_int(&a, 7, &K) || !check_sizes(&a, M, N, K))
+      !pl_int(&a, 7, &K) || !pl_matrix_sizes(&a, M, N, K))
     return NULL;
   int64_t n = N * K;
   if (!pl_need(&a, backward ? "dy" : "x", lin, backward ? M * N : M * K) || !pl_need(&a, "packed", lp, (n + 1) / 2) ||
@@ -786,9 +767,9 @@ static napi_value half_common(napi_env env, napi_callback_info info, bool backwa
   char dtype[8];
   int64_t M, N, K;
   const char* name = backward ? "halfLinearBackward" : "halfLinear";
-  if (!pl_args_init(env, info, name, 7, &a) || !pl_f32(&a, 0, &in, &lin) || !typed_bytes(&a, 1, napi_uint16_array, "a Uint16Array", &w, &lw) ||
+  if (!pl_args_init(env, info, name, 7, &a) || !pl_f32(&a, 0, &in, &lin) || !pl_typed(&a, 1, napi_uint16_array, "a Uint16Array", &w, &lw) ||
       !pl_string(&a, 2, dtype, sizeof dtype) || !pl_f32(&a, 3, &out, &lout) || !pl_int(&a, 4, &M) || !pl_int(&a, 5, &N) ||
-      !pl_int(&a, 6, &K) || !check_sizes(&a, M, N, K))
+      !pl_int(&a, 6, &K) || !pl_matrix_sizes(&a, M, N, K))
     return NULL;
   bool bf16 = strcmp(dtype, "bf16") == 0;
   if (!bf16 && strcmp(dtype, "f16") != 0) {
@@ -828,7 +809,7 @@ static napi_value js_nf4_dequantize(napi_env env, napi_callback_info info) {
   float *absmax, *code, *out;
   size_t lp, la, lc, lout;
   int64_t n;
-  if (!pl_args_init(env, info, "nf4Dequantize", 5, &a) || !typed_bytes(&a, 0, napi_uint8_array, "a Uint8Array", &packed, &lp) ||
+  if (!pl_args_init(env, info, "nf4Dequantize", 5, &a) || !pl_typed(&a, 0, napi_uint8_array, "a Uint8Array", &packed, &lp) ||
       !pl_f32(&a, 1, &absmax, &la) || !pl_f32(&a, 2, &code, &lc) || !pl_f32(&a, 3, &out, &lout) || !pl_int(&a, 4, &n))
     return NULL;
   if (n < 0) {

@@ -577,24 +577,6 @@ static void bf16_parts(void* ctx, int64_t begin, int64_t end, int thread) {
 
 /* ---- Node-API wrappers ------------------------------------------------------------------------ */
 
-static bool typed_exact(pl_args* a, size_t i, napi_typedarray_type want, const char* what, void** ptr, size_t* len) {
-  bool is_ta = false;
-  napi_is_typedarray(a->env, a->argv[i], &is_ta);
-  napi_typedarray_type t;
-  napi_value ab;
-  size_t off;
-  if (is_ta) napi_get_typedarray_info(a->env, a->argv[i], &t, len, ptr, &ab, &off);
-  if (!is_ta || t != want) return pl_fail(a, "argument %zu must be %s", i, what);
-  return true;
-}
-
-static bool sizes_ok(pl_args* a, int64_t M, int64_t N, int64_t K) {
-  if (M < 0 || N < 0 || K < 0) return pl_fail(a, "sizes must be non-negative (M=%lld N=%lld K=%lld)", (long long)M, (long long)N, (long long)K);
-  const double lim = 9007199254740992.0;
-  if ((double)M * (double)K > lim || (double)N * (double)K > lim || (double)M * (double)N > lim) return pl_fail(a, "sizes are too large");
-  return true;
-}
-
 /* int8LinearQ8(x, w, scale, y, M, N, K) */
 static napi_value js_int8_linear_q8(napi_env env, napi_callback_info info) {
   pl_args a;
@@ -602,9 +584,9 @@ static napi_value js_int8_linear_q8(napi_env env, napi_callback_info info) {
   void* w;
   size_t lx, lw, ls, ly;
   int64_t M, N, K;
-  if (!pl_args_init(env, info, "int8LinearQ8", 7, &a) || !pl_f32(&a, 0, &x, &lx) || !typed_exact(&a, 1, napi_int8_array, "an Int8Array", &w, &lw) ||
+  if (!pl_args_init(env, info, "int8LinearQ8", 7, &a) || !pl_f32(&a, 0, &x, &lx) || !pl_typed(&a, 1, napi_int8_array, "an Int8Array", &w, &lw) ||
       !pl_f32(&a, 2, &scale, &ls) || !pl_f32(&a, 3, &y, &ly) || !pl_int(&a, 4, &M) || !pl_int(&a, 5, &N) || !pl_int(&a, 6, &K) ||
-      !sizes_ok(&a, M, N, K))
+      !pl_matrix_sizes(&a, M, N, K))
     return NULL;
   if (!pl_need(&a, "x", lx, M * K) || !pl_need(&a, "w", lw, N * K) || !pl_need(&a, "scale", ls, N) || !pl_need(&a, "y", ly, M * N)) return NULL;
   if (M == 0 || N == 0) return NULL;
@@ -655,8 +637,8 @@ static napi_value js_bf16_linear_dot(napi_env env, napi_callback_info info) {
   void* w;
   size_t lx, lw, ly;
   int64_t M, N, K;
-  if (!pl_args_init(env, info, "bf16LinearDot", 6, &a) || !pl_f32(&a, 0, &x, &lx) || !typed_exact(&a, 1, napi_uint16_array, "a Uint16Array", &w, &lw) ||
-      !pl_f32(&a, 2, &y, &ly) || !pl_int(&a, 3, &M) || !pl_int(&a, 4, &N) || !pl_int(&a, 5, &K) || !sizes_ok(&a, M, N, K))
+  if (!pl_args_init(env, info, "bf16LinearDot", 6, &a) || !pl_f32(&a, 0, &x, &lx) || !pl_typed(&a, 1, napi_uint16_array, "a Uint16Array", &w, &lw) ||
+      !pl_f32(&a, 2, &y, &ly) || !pl_int(&a, 3, &M) || !pl_int(&a, 4, &N) || !pl_int(&a, 5, &K) || !pl_matrix_sizes(&a, M, N, K))
     return NULL;
   if (!pl_need(&a, "x", lx, M * K) || !pl_need(&a, "w", lw, N * K) || !pl_need(&a, "y", ly, M * N)) return NULL;
   if (M == 0 || N == 0) return NULL;

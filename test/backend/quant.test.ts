@@ -12,21 +12,13 @@ import { refBackend as R } from '../../src/backend/ref/index.js';
 import { createNativeBackend, loadAddon } from '../../src/backend/native/index.js';
 import type { Backend } from '../../src/backend/backend.js';
 import { dequantizeNF4, int8Scales, NF4_CODE, quantizeInt8, quantizeNF4 } from '../../src/quant/index.js';
-import { assertClose } from '../helpers.js';
+import { assertClose, lcgUniform } from '../helpers.js';
 
 const addon = loadAddon();
 const native = addon ? (createNativeBackend(addon) as Backend) : null;
 const ISA_CHILD = process.env.PLINTH_QUANT_ISA_CHILD === '1';
 
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  return out;
-}
+const rand = lcgUniform;
 
 interface Weights {
   w8: Int8Array; scale: Float32Array; packed: Uint8Array; absmax: Float32Array;

@@ -12,21 +12,13 @@ import { quantizeRowQ8 } from '../../src/backend/ref/quantdot.js';
 import { createNativeBackend, loadAddon } from '../../src/backend/native/index.js';
 import type { Backend } from '../../src/backend/backend.js';
 import { int8Scales, quantizeInt8 } from '../../src/quant/index.js';
-import { assertClose } from '../helpers.js';
+import { assertClose, lcgUniform } from '../helpers.js';
 
 const addon = loadAddon();
 const native = addon ? (createNativeBackend(addon) as Backend) : null;
 const ISA_CHILD = process.env.PLINTH_QUANTDOT_ISA_CHILD === '1';
 
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  return out;
-}
+const rand = lcgUniform;
 
 /** x with the spread of activations: a few large outliers, some exact zeros, an all-zero block. */
 function activations(M: number, K: number, seed: number): Float32Array {

@@ -48,6 +48,27 @@ function statedCorrect(item: QuestionItem, response: string): number {
   return normaliseAnswer(statedAnswer(response)) === normaliseAnswer(item.answer) ? 1 : 0;
 }
 
+/** Exact-match accuracy (overall and per kind), mean length and the responses of greedy answers. */
+function scoreGreedy(items: readonly QuestionItem[], greedy: number[][], decode: (ids: number[]) => string):
+  Pick<EvalResult, 'accuracy' | 'meanTokens' | 'byKind' | 'examples'> {
+  const byKind: EvalResult['byKind'] = {};
+  let correct = 0;
+  let tokens = 0;
+  const examples: EvalResult['examples'] = [];
+  greedy.forEach((ids, i) => {
+    const response = decode(ids);
+    const ok = statedCorrect(items[i], response);
+    correct += ok;
+    tokens += ids.length;
+    const kind = items[i].kind ?? 'all';
+    byKind[kind] ??= { n: 0, correct: 0 };
+    byKind[kind].n++;
+    byKind[kind].correct += ok;
+    examples.push({ prompt: items[i].prompt, answer: items[i].answer, response });
+  });
+  return { accuracy: correct / items.length, meanTokens: tokens / items.length, byKind, examples };
+}
+
 /** The end-of-turn id of a chat tokenizer (ChatML's <|im_end|>, else end-of-text). */
 export function endOfTurnId(tokenizer: Tokenizer): number {
   const id = tokenizer.tokenToId('<|im_end|>') ?? tokenizer.specialId('eosToken');
@@ -74,21 +95,7 @@ export function evaluateChat(model: CausalLM, tokenizer: Tokenizer, items: reado
   const stop = stopIdsOf(tokenizer);
   const prompts = items.map((it) => encodePrompt(tokenizer, [{ role: 'user', content: it.prompt }]));
   const greedy = generate(model, prompts, { maxNewTokens, temperature: 0, stopIds: stop });
-  const byKind: EvalResult['byKind'] = {};
-  let correct = 0;
-  let tokens = 0;
-  const examples: EvalResult['examples'] = [];
-  greedy.forEach((ids, i) => {
-    const response = decodeAnswer(tokenizer, ids, stop);
-    const ok = statedCorrect(items[i], response);
-    correct += ok;
-    tokens += ids.length;
-    const k = items[i].kind ?? 'all';
-    byKind[k] ??= { n: 0, correct: 0 };
-    byKind[k].n++;
-    byKind[k].correct += ok;
-    examples.push({ prompt: items[i].prompt, answer: items[i].answer, response });
-  });
+  const { accuracy, meanTokens, byKind, examples } = scoreGreedy(items, greedy, (ids) => decodeAnswer(tokenizer, ids, stop));
   const samples = options.samples ?? 1;
   let meanReward = NaN;
   let kl = NaN;
@@ -105,7 +112,7 @@ export function evaluateChat(model: CausalLM, tokenizer: Tokenizer, items: reado
       kl = a.reduce((s, x, j) => s + x - b[j], 0) / a.length;
     }
   }
-  return { accuracy: correct / items.length, meanReward, kl, meanTokens: tokens / items.length, sampledTokens, byKind, examples };
+  return { accuracy, meanReward, kl, meanTokens, sampledTokens, byKind, examples };
 }
 
 /** log π(response | prompt) of each sequence under a model, without gradients, in batches. */
@@ -153,23 +160,9 @@ export function evaluateFewShot(model: CausalLM, tokenizer: Tokenizer, items: re
   const stop = [...newline, ...(sep !== undefined ? [sep] : [])];
   const answer = (ids: number[]) => tokenizer.decode(ids.filter((i) => i !== sep)).split('\n')[0];
   const greedy = generate(model, prompts, { maxNewTokens, temperature: 0, stopIds: stop });
-  const byKind: EvalResult['byKind'] = {};
-  let correct = 0;
-  let tokens = 0;
-  const examples: EvalResult['examples'] = [];
-  greedy.forEach((ids, i) => {
-    const response = answer(ids);
-    const ok = statedCorrect(items[i], response);
-    correct += ok;
-    tokens += ids.length;
-    const kind = items[i].kind ?? 'all';
-    byKind[kind] ??= { n: 0, correct: 0 };
-    byKind[kind].n++;
-    byKind[kind].correct += ok;
-    examples.push({ prompt: items[i].prompt, answer: items[i].answer, response });
-  });
+  const scored = scoreGreedy(items, greedy, answer);
   const sampled = generate(model, prompts, { maxNewTokens, temperature: 1, stopIds: stop });
   const meanReward = sampled.reduce((s, ids, i) => s + reward(items[i], answer(ids)), 0) / sampled.length;
   const sampledTokens = sampled.reduce((s, ids) => s + ids.length, 0) / sampled.length;
-  return { accuracy: correct / items.length, meanReward, kl: NaN, meanTokens: tokens / items.length, sampledTokens, byKind, examples, meanShots: shotsUsed / items.length };
+  return { ...scored, meanReward, kl: NaN, sampledTokens, meanShots: shotsUsed / items.length };
 }

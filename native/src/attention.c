@@ -279,7 +279,7 @@ static T256 void dots_avx2(const float* q, const float* K, int n, int64_t D, flo
       __m256i m = mask8((int)(D - d));
       a0 = _mm256_fmadd_ps(_mm256_maskload_ps(q + d, m), _mm256_maskload_ps(k + d, m), a0);
     }
-    s[c] = hsum256(_mm256_add_ps(a0, a1));
+    s[c] = pl_hsum256(_mm256_add_ps(a0, a1));
   }
 }
 

@@ -1,8 +1,10 @@
 /* The vector helpers both attention kernels use (attention.c, paged.c): expf on AVX-512 and AVX2,
- * tail masks, and an 8-lane horizontal sum. Include inside `#if defined(__x86_64__)` after
- * <immintrin.h>. */
+ * tail masks, and (from simd.h) an 8-lane horizontal sum. Include inside `#if defined(__x86_64__)`
+ * after <immintrin.h>. */
 #ifndef PLINTH_ATTN_SIMD_H
 #define PLINTH_ATTN_SIMD_H
+
+#include "simd.h"
 
 #ifndef INLINE
 #define INLINE static inline __attribute__((always_inline))
@@ -57,13 +59,6 @@ INLINE T256 __m256 exp256(__m256 x) {
   __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
   return _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
-}
-
-INLINE T256 float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 #endif

@@ -34,6 +34,7 @@
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "simd.h"
 #define PL_X86 1
 #endif
 
@@ -319,12 +320,6 @@ PL_AVX2 static inline __m256i gv_mask_avx2(int64_t n) {
 PL_AVX2 static inline __m256i gv_maskhi_avx2(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)(7 - n)));
 }
-PL_AVX2 static inline float gv_hsum_avx2(__m256 a) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 #define GV(name) name##_avx2
 #define GV_TARGET PL_AVX2
 #define GV_W 8
@@ -338,9 +333,9 @@ PL_AVX2 static inline float gv_hsum_avx2(__m256 a) {
 #define gv_storen(p, v, n) _mm256_maskstore_ps((p), gv_mask_avx2(n), (v))
 #define gv_add(a, b) _mm256_add_ps((a), (b))
 #define gv_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define gv_hsum(v) gv_hsum_avx2(v)
+#define gv_hsum(v) pl_hsum256(v)
 #define gv_hsum4(a, b, c, d, out) \
-  ((out)[0] = gv_hsum_avx2(a), (out)[1] = gv_hsum_avx2(b), (out)[2] = gv_hsum_avx2(c), (out)[3] = gv_hsum_avx2(d))
+  ((out)[0] = pl_hsum256(a), (out)[1] = pl_hsum256(b), (out)[2] = pl_hsum256(c), (out)[3] = pl_hsum256(d))
 #define gv_prefetch(p) _mm_prefetch((const char*)(p), _MM_HINT_T0)
 #include "gemv.h"
 #undef GV

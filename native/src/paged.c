@@ -372,7 +372,7 @@ static T256 float exp_sum_avx2(float* x, int n, float shift) {
     _mm256_maskstore_ps(x + c, in, e);
     acc = _mm256_add_ps(acc, e);
   }
-  return hsum256(acc);
+  return pl_hsum256(acc);
 }
 
 static T256 void exp_sub_avx2(float* x, int n, const float* shift) {

@@ -20,6 +20,7 @@
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "simd.h"
 #define PL_X86 1
 #endif
 
@@ -48,13 +49,6 @@ static void i8_dot_scalar(const int8_t* w, const float* const* x, int mc, int64_
 }
 
 #ifdef PL_X86
-PL_AVX2 static inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 PL_AVX2 static inline __attribute__((always_inline)) void i8_dot_avx2_body(const int8_t* w, const float* const* x, int mc, int64_t K, float* out) {
   __m256 acc[MAX_ROWS][2];
   for (int m = 0; m < mc; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
@@ -68,7 +62,7 @@ PL_AVX2 static inline __attribute__((always_inline)) void i8_dot_avx2_body(const
     }
   }
   for (int m = 0; m < mc; m++) {
-    float s = hsum256(_mm256_add_ps(acc[m][0], acc[m][1]));
+    float s = pl_hsum256(_mm256_add_ps(acc[m][0], acc[m][1]));
     for (int64_t j = k; j < K; j++) s += (float)w[j] * x[m][j];
     out[m] = s;
   }
@@ -151,7 +145,7 @@ PL_AVX2 static inline __attribute__((always_inline)) void nf4_dot_avx2_body(cons
       tail[m] += seg_tail[m] * s;
     }
   }
-  for (int m = 0; m < mc; m++) out[m] = hsum256(total[m]) + tail[m];
+  for (int m = 0; m < mc; m++) out[m] = pl_hsum256(total[m]) + tail[m];
 }
 
 /* the row count as a constant, so the accumulators live in registers */
@@ -488,7 +482,7 @@ PL_AVX2 static inline __attribute__((always_inline)) void bf16_row_avx2_body(con
   }
   for (int m = 0; m < mc; m++) {
     const float* x = j->x + m * j->ldx;
-    float s = hsum256(_mm256_add_ps(acc[m][0], acc[m][1]));
+    float s = pl_hsum256(_mm256_add_ps(acc[m][0], acc[m][1]));
     for (int64_t t = k; t < K; t++) s += bf16_to_f32(p[t]) * x[t];
     j->y[m * j->N + n] = s;
   }

@@ -27,6 +27,7 @@
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "simd.h"
 #define PL_X86 1
 #endif
 
@@ -424,13 +425,6 @@ static void bf16_scalar_tile(const bf16_job* j, int64_t n0, int nr, uint8_t* tb)
 }
 
 #ifdef PL_X86
-PL_AVX2 static inline float hsum256_ps(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 PL_AVX2 static void bf16_avx2_tile(const bf16_job* j, int64_t n0, int nr, uint8_t* tb) {
   const float* xr = (const float*)j->xr;
   for (int64_t n = n0; n < n0 + nr; n++) {
@@ -445,7 +439,7 @@ PL_AVX2 static void bf16_avx2_tile(const bf16_job* j, int64_t n0, int nr, uint8_
         a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)), _mm256_loadu_ps(x + k), a0);
         a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h1, 16)), _mm256_loadu_ps(x + k + 8), a1);
       }
-      float s = hsum256_ps(_mm256_add_ps(a0, a1));
+      float s = pl_hsum256(_mm256_add_ps(a0, a1));
       for (; k < j->K; k++) s += x[k] * bf16_to_f32(wr[k]);
       j->y[m * j->N + n] = s;
     }

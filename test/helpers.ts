@@ -1,5 +1,8 @@
 // Shared test helpers: run a body on every backend that can run here, compare tensors.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { availableBackends, setBackend, type BackendName } from '../src/backend/index.js';
 import type { Tensor } from '../src/tensor/index.js';
 
@@ -49,4 +52,22 @@ export function lcgUniform(n: number, seed: number, scale = 1): Float32Array {
     out[i] = ((s / 2 ** 32) * 2 - 1) * scale;
   }
   return out;
+}
+
+/**
+ * Tests that rerun the test file at `fileUrl` (its import.meta.url) in a child process for each capped
+ * instruction set (PLINTH_ISA=avx2, =scalar), with `childFlag`=1 so the child knows it is one. CPU
+ * detection is cached per process, so each capped ISA needs a process of its own.
+ */
+export function rerunOnEveryIsa(title: string, fileUrl: string, childFlag: string): void {
+  describe(title, () => {
+    for (const isa of ['avx2', 'scalar']) {
+      test(`PLINTH_ISA=${isa}`, () => {
+        const env: NodeJS.ProcessEnv = { ...process.env, PLINTH_ISA: isa, [childFlag]: '1' };
+        delete env.NODE_TEST_CONTEXT; // the child reports on its own, not to this runner
+        const r = spawnSync(process.execPath, [fileURLToPath(fileUrl)], { env, encoding: 'utf8' });
+        assert.equal(r.status, 0, `the native checks failed with PLINTH_ISA=${isa}:\n${r.stdout}\n${r.stderr}`);
+      });
+    }
+  });
 }

@@ -6,13 +6,11 @@
 // kernel against the ref kernels' plain path; without the native addon only the ref half exists.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { refBackend as R } from '../../src/backend/ref/index.js';
 import { createNativeBackend, loadAddon } from '../../src/backend/native/index.js';
 import { uniformAt } from '../../src/backend/random.js';
 import type { Backend, FloatArray } from '../../src/backend/backend.js';
-import { assertClose } from '../helpers.js';
+import { assertClose, rerunOnEveryIsa } from '../helpers.js';
 
 const addon = loadAddon();
 const native = addon ? createNativeBackend(addon) : null;
@@ -218,17 +216,7 @@ if (native) describe('native attention against ref', () => {
   });
 });
 
-if (native && !ISA_CHILD) describe('native attention on every instruction set', () => {
-  // CPU detection is cached per process, so each capped ISA runs the checks above in a child.
-  for (const isa of ['avx2', 'scalar']) {
-    test(`PLINTH_ISA=${isa}`, () => {
-      const env: NodeJS.ProcessEnv = { ...process.env, PLINTH_ISA: isa, PLINTH_ATTENTION_ISA_CHILD: '1' };
-      delete env.NODE_TEST_CONTEXT; // the child reports on its own, not to this runner
-      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8' });
-      assert.equal(r.status, 0, `the native checks failed with PLINTH_ISA=${isa}:\n${r.stdout}\n${r.stderr}`);
-    });
-  }
-});
+if (native && !ISA_CHILD) rerunOnEveryIsa('native attention on every instruction set', import.meta.url, 'PLINTH_ATTENTION_ISA_CHILD');
 
 describe('FlashAttention rule: fused error ≤ 2× the plain float32 path, against float64', () => {
   const RULE_CASES: Case[] = [CASES[1], CASES[2], CASES[4], CASES[5], CASES[7], CASES[8], CASES[10],

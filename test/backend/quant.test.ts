@@ -6,13 +6,11 @@
 // PLINTH_ISA=avx2 and PLINTH_ISA=scalar so every instruction-set path runs in `npm test`.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { refBackend as R } from '../../src/backend/ref/index.js';
 import { createNativeBackend, loadAddon } from '../../src/backend/native/index.js';
 import type { Backend } from '../../src/backend/backend.js';
 import { dequantizeNF4, int8Scales, NF4_CODE, quantizeInt8, quantizeNF4 } from '../../src/quant/index.js';
-import { assertClose, lcgUniform } from '../helpers.js';
+import { assertClose, lcgUniform, rerunOnEveryIsa } from '../helpers.js';
 
 const addon = loadAddon();
 const native = addon ? (createNativeBackend(addon) as Backend) : null;
@@ -194,13 +192,4 @@ if (native) describe('native quantized kernels against ref', () => {
   });
 });
 
-if (native && !ISA_CHILD) describe('native quantized kernels on every instruction set', () => {
-  for (const isa of ['avx2', 'scalar']) {
-    test(`PLINTH_ISA=${isa}`, () => {
-      const env: NodeJS.ProcessEnv = { ...process.env, PLINTH_ISA: isa, PLINTH_QUANT_ISA_CHILD: '1' };
-      delete env.NODE_TEST_CONTEXT;
-      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8' });
-      assert.equal(r.status, 0, `the native checks failed with PLINTH_ISA=${isa}:\n${r.stdout}\n${r.stderr}`);
-    });
-  }
-});
+if (native && !ISA_CHILD) rerunOnEveryIsa('native quantized kernels on every instruction set', import.meta.url, 'PLINTH_QUANT_ISA_CHILD');

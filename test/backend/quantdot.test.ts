@@ -5,14 +5,12 @@
 // tile. Rerun in child processes with PLINTH_ISA=avx2 and =scalar so every path runs.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { refBackend as R } from '../../src/backend/ref/index.js';
 import { quantizeRowQ8 } from '../../src/backend/ref/quantdot.js';
 import { createNativeBackend, loadAddon } from '../../src/backend/native/index.js';
 import type { Backend } from '../../src/backend/backend.js';
 import { int8Scales, quantizeInt8 } from '../../src/quant/index.js';
-import { assertClose, lcgUniform } from '../helpers.js';
+import { assertClose, lcgUniform, rerunOnEveryIsa } from '../helpers.js';
 
 const addon = loadAddon();
 const native = addon ? (createNativeBackend(addon) as Backend) : null;
@@ -237,13 +235,4 @@ if (native) describe(`native rounded-activation kernels against ref${process.env
   });
 });
 
-if (native && !ISA_CHILD) describe('native rounded-activation kernels on every instruction set', () => {
-  for (const isa of ['avx2', 'scalar']) {
-    test(`PLINTH_ISA=${isa}`, () => {
-      const env: NodeJS.ProcessEnv = { ...process.env, PLINTH_ISA: isa, PLINTH_QUANTDOT_ISA_CHILD: '1' };
-      delete env.NODE_TEST_CONTEXT;
-      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8' });
-      assert.equal(r.status, 0, `the native checks failed with PLINTH_ISA=${isa}:\n${r.stdout}\n${r.stderr}`);
-    });
-  }
-});
+if (native && !ISA_CHILD) rerunOnEveryIsa('native rounded-activation kernels on every instruction set', import.meta.url, 'PLINTH_QUANTDOT_ISA_CHILD');

@@ -6,6 +6,11 @@ import { fileURLToPath } from 'node:url';
 import { availableBackends, setBackend, type BackendName } from '../src/backend/index.js';
 import type { Tensor } from '../src/tensor/index.js';
 
+// Every test process, and the worker threads and child processes it starts, fills the recycled
+// buffers of inference steps with NaN bits as they come back (see ScratchPool): a tensor kept past
+// its step shows as NaN, where stale-but-plausible numbers could pass by luck.
+process.env.PLINTH_POISON_SCRATCH = '1';
+
 /** The backends to test: every available one (ref always, native where the addon builds). */
 export const BACKENDS: BackendName[] = availableBackends();
 

@@ -9,7 +9,7 @@ import { ArgumentError, PlinthError } from '../errors.js';
 import type { CausalLM } from '../models/index.js';
 import type { PagedAttentionInputs } from '../nn/index.js';
 import { adapterNames, type AdapterSegment, type LoRALinear, loraLayers, setAdapterSegments } from '../peft/index.js';
-import { noGrad, randomInt, Tensor, uniformAt } from '../tensor/index.js';
+import { noGrad, randomInt, ScratchPool, Tensor, uniformAt } from '../tensor/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import { BlockPool, kvBytesPerBlock } from './block_pool.js';
 import { Sampler, samplingParams, type SamplingParams } from './sampling.js';
@@ -186,6 +186,8 @@ export class Engine {
   private readonly blockFloats: number;
   private readonly requests = new Map<string, Request>();
   private readonly sampler: Sampler;
+  /** Storage of every step's tensors, recycled from step to step. */
+  private readonly scratch = new ScratchPool();
   private readonly maxWaiting: number;
   private readonly eosIds: number[];
   /** The LoRA adapters requests can name: those the model has when the engine is built (adapterNames). */
@@ -298,30 +300,9 @@ export class Engine {
     const plan = this.scheduler.schedule();
     if (plan.chunks.length === 0) return;
     for (const [from, to] of plan.copies) this.copyBlock(from, to);
-    const { inputs, paged, logitRows } = this.pack(plan);
-    const lora = this.adapterRequests > 0;
-    let logits: Float32Array;
-    try {
-      if (lora) this.adapterSegments(plan);
-      logits = noGrad(() => this.model.forward(inputs, { paged, logitRows }).logits.data() as Float32Array);
-    } catch (e) {
-      const message = e instanceof Error ? e.message : String(e);
-      const failed = plan.chunks.map((c) => this.requests.get(c.seq.id)!);
-      for (const r of failed) this.finish(r);
-      for (const r of failed) r.onEvent({ type: 'error', requestId: r.seq.id, message });
-      return;
-    } finally {
-      if (lora) this.useAdapters(null, null);
-    }
-    this.scheduler.commit(plan);
-    const V = this.model.vocabSize;
-    const sampled = plan.chunks.filter((c) => c.sample).map((c) => this.requests.get(c.seq.id)!);
-    const argmax = sampled.some((r) => Sampler.isGreedy(r.params)) ? this.sampler.argmaxRows(logits, sampled.length) : null;
-    const events: [Request, EngineEvent][] = [];
-    sampled.forEach((r, row) => {
-      const greedy = argmax !== null && Sampler.isGreedy(r.params) ? argmax[row] : -1;
-      this.emitToken(r, logits.subarray(row * V, (row + 1) * V), greedy, events);
-    });
+    // Every tensor of the step comes from the scratch pool and goes back to it: a step allocates
+    // nothing once the shapes have been seen. Events carry numbers and strings only.
+    const events = this.scratch.run(() => this.compute(plan));
     // Every event is delivered even if a handler throws (the others' requests must not hang);
     // the first handler error is rethrown after.
     let failure: unknown = null;
@@ -333,6 +314,35 @@ export class Engine {
       }
     }
     if (failure !== null) throw failure;
+  }
+
+  /** The step's forward pass and sampling: the events to deliver. */
+  private compute(plan: SchedulerStep): [Request, EngineEvent][] {
+    const { inputs, paged, logitRows } = this.pack(plan);
+    const lora = this.adapterRequests > 0;
+    const events: [Request, EngineEvent][] = [];
+    let logits: Float32Array;
+    try {
+      if (lora) this.adapterSegments(plan);
+      logits = noGrad(() => this.model.forward(inputs, { paged, logitRows }).logits.data() as Float32Array);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      const failed = plan.chunks.map((c) => this.requests.get(c.seq.id)!);
+      for (const r of failed) this.finish(r);
+      for (const r of failed) events.push([r, { type: 'error', requestId: r.seq.id, message }]);
+      return events;
+    } finally {
+      if (lora) this.useAdapters(null, null);
+    }
+    this.scheduler.commit(plan);
+    const V = this.model.vocabSize;
+    const sampled = plan.chunks.filter((c) => c.sample).map((c) => this.requests.get(c.seq.id)!);
+    const argmax = sampled.some((r) => Sampler.isGreedy(r.params)) ? this.sampler.argmaxRows(logits, sampled.length) : null;
+    sampled.forEach((r, row) => {
+      const greedy = argmax !== null && Sampler.isGreedy(r.params) ? argmax[row] : -1;
+      this.emitToken(r, logits.subarray(row * V, (row + 1) * V), greedy, events);
+    });
+    return events;
   }
 
   /** Mean-pooled final hidden states (after the final norm) of one uncached pass, L2-normalised;

@@ -1,7 +1,7 @@
 // A simple generation loop over one sequence: prefill the prompt into a KV cache, then one token
 // per step. (The batched engine with a paged cache serves many requests at once.)
 import type { CausalLM } from '../models/index.js';
-import { noGrad, tensor } from '../tensor/index.js';
+import { noGrad, ScratchPool, tensor } from '../tensor/index.js';
 import { checkSampling, sampleToken, type SamplingOptions } from './sampling.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -21,14 +21,18 @@ export function generate(model: CausalLM, prompt: readonly number[], options: Ge
   const out: number[] = [];
   noGrad(() => {
     const cache = model.newCache(1, prompt.length + maxNew);
-    let next = tensor([Array.from(prompt)], { dtype: 'i32' });
+    // each step's tensors are recycled for the next (see ScratchPool)
+    const scratch = new ScratchPool();
+    let next = Array.from(prompt);
     for (let i = 0; i < maxNew; i++) {
-      const { logits } = model.forward(next, { cache, lastOnly: true });
-      const id = sampleToken(logits.data() as Float32Array, options);
+      const id = scratch.run(() => {
+        const { logits } = model.forward(tensor([next], { dtype: 'i32' }), { cache, lastOnly: true });
+        return sampleToken(logits.data() as Float32Array, options);
+      });
       out.push(id);
       options.onToken?.(id);
       if (stop.has(id)) break;
-      next = tensor([[id]], { dtype: 'i32' });
+      next = [id];
     }
   });
   return out;

@@ -3,6 +3,7 @@
 // converted with exact round-to-nearest-even); u8 holds bytes and boolean masks.
 import type { AnyArray } from '../backend/backend.js';
 import { DTypeError } from '../errors.js';
+import { scratchBuffer } from './scratch.js';
 
 export type DType = 'f32' | 'f64' | 'i32' | 'f16' | 'bf16' | 'u8';
 export type FloatDType = 'f32' | 'f64';
@@ -20,22 +21,32 @@ const UNINITIALIZED_MIN_BYTES = 16384;
  */
 export function allocate(dtype: DType, n: number, zeroed = true): Storage {
   const bytes = n * bytesPerElement(dtype);
-  if (!zeroed && bytes >= UNINITIALIZED_MIN_BYTES) {
-    const buf = Buffer.allocUnsafeSlow(bytes).buffer;
-    switch (dtype) {
-      case 'f32': return new Float32Array(buf, 0, n);
-      case 'f64': return new Float64Array(buf, 0, n);
-      case 'i32': return new Int32Array(buf, 0, n);
-      case 'f16': case 'bf16': return new Uint16Array(buf, 0, n);
-      case 'u8': return new Uint8Array(buf, 0, n);
-    }
+  // inside a ScratchPool run (an inference step), a recycled buffer
+  const scratch = scratchBuffer(bytes);
+  if (scratch) {
+    const out = view(dtype, scratch, n);
+    if (zeroed) out.fill(0);
+    return out;
   }
+  if (!zeroed && bytes >= UNINITIALIZED_MIN_BYTES) return view(dtype, Buffer.allocUnsafeSlow(bytes).buffer, n);
   switch (dtype) {
     case 'f32': return new Float32Array(n);
     case 'f64': return new Float64Array(n);
     case 'i32': return new Int32Array(n);
     case 'f16': case 'bf16': return new Uint16Array(n);
     case 'u8': return new Uint8Array(n);
+    default: throw new DTypeError(`unknown dtype '${dtype as string}': expected one of ${DTYPES.join(', ')}`);
+  }
+}
+
+/** The first n elements of buf as a typed array of dtype. */
+function view(dtype: DType, buf: ArrayBuffer, n: number): Storage {
+  switch (dtype) {
+    case 'f32': return new Float32Array(buf, 0, n);
+    case 'f64': return new Float64Array(buf, 0, n);
+    case 'i32': return new Int32Array(buf, 0, n);
+    case 'f16': case 'bf16': return new Uint16Array(buf, 0, n);
+    case 'u8': return new Uint8Array(buf, 0, n);
     default: throw new DTypeError(`unknown dtype '${dtype as string}': expected one of ${DTYPES.join(', ')}`);
   }
 }

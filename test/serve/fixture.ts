@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as pl from '../../src/index.js';
+import '../helpers.js'; // NaN-poisoned step buffers in this process and the servers it starts
 
 const TEXT = [
   'The cat sat on the mat. The dog ran to the park and found a red ball.',

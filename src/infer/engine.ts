@@ -189,6 +189,8 @@ export class Engine {
   /** Storage of every step's tensors, recycled from step to step. */
   private readonly scratch = new ScratchPool();
   private readonly maxWaiting: number;
+  private readonly maxBatchTokens: number;
+  private readonly maxRunning: number;
   private readonly eosIds: number[];
   /** The LoRA adapters requests can name: those the model has when the engine is built (adapterNames). */
   readonly adapters: readonly string[];
@@ -232,7 +234,9 @@ export class Engine {
     this.kPools = Array.from({ length: L }, newPool);
     this.vPools = Array.from({ length: L }, newPool);
     this.pool = new BlockPool(this.numBlocks, this.blockSize, options.enablePrefixCaching ?? true);
-    this.scheduler = new Scheduler(this.pool, { maxBatchTokens: options.maxBatchTokens ?? 512, maxRunning: options.maxRunning ?? 64 });
+    this.maxBatchTokens = options.maxBatchTokens ?? 512;
+    this.maxRunning = options.maxRunning ?? 64;
+    this.scheduler = new Scheduler(this.pool, { maxBatchTokens: this.maxBatchTokens, maxRunning: this.maxRunning });
     this.maxWaiting = options.maxWaiting ?? Infinity;
     this.sampler = new Sampler(model.vocabSize);
     const eos = new Set<number>();
@@ -261,6 +265,26 @@ export class Engine {
     };
   }
 
+  /**
+   * Runs the largest steps the scheduler makes, once, on throwaway requests: a whole token budget
+   * of prompts, then one token for each of up to maxRunning sequences. The first real requests
+   * then find every step buffer and kernel scratch allocated and paged in, instead of paying for
+   * it in their time to first token (vLLM's profiling run at start-up does the same). The engine
+   * must be idle; it is idle again after, with every block free.
+   */
+  warmup(): void {
+    if (this.hasWork) throw new ArgumentError('warmup: the engine has requests; warm it up before adding any');
+    // each sequence: its prompt and two new tokens (the first from the prefill step, one decoded)
+    const tokens = Math.max(1, Math.min(this.maxBatchTokens, this.model.maxPositions - 2, this.numBlocks * this.blockSize - 2));
+    let seqs = Math.max(1, Math.min(this.maxRunning, tokens));
+    const promptLength = () => Math.max(1, Math.floor(tokens / seqs));
+    while (seqs > 1 && seqs * this.scheduler.blocksFor(promptLength() + 2) > this.numBlocks) seqs--;
+    const params = samplingParams({ temperature: 0, maxTokens: 2, ignoreEos: true });
+    // a different prompt per sequence, so that no prefix-cache hit shrinks the first step
+    for (let i = 0; i < seqs; i++) this.add({ id: `warmup-${i}`, promptIds: new Array<number>(promptLength()).fill(i % this.model.vocabSize), params }, () => {});
+    while (this.hasWork) this.step();
+  }
+
   /** Queues a request. Throws ArgumentError (bad ids or params, too long for the context or the
    *  KV cache, duplicate id) or QueueFullError. */
   add(request: GenerationRequest, onEvent: (e: EngineEvent) => void): void {
@@ -269,6 +293,9 @@ export class Engine {
     if (this.requests.has(id)) throw new ArgumentError(`request id ${id} is already in use`);
     const params = samplingParams(request.params);
     this.checkIds(promptIds, `request ${id}`);
+    for (const [t] of params.logitBias) {
+      if (t >= this.model.vocabSize) throw new ArgumentError(`request ${id}: logit bias for token id ${t}, outside the vocabulary [0, ${this.model.vocabSize})`);
+    }
     const adapter = request.adapter ?? null;
     if (adapter !== null) this.checkAdapter(adapter, `request ${id}`);
     const total = promptIds.length + params.maxTokens;

@@ -92,6 +92,10 @@ export interface SamplingParams {
   ignoreEos: boolean;
   /** null = none; k ≥ 0: the sampled token's logprob plus the k most likely alternatives. */
   logprobs: number | null;
+  /** OpenAI's logit_bias: [token id, bias] pairs, each bias in [−100, 100] added to that token's
+   *  logit before the penalties and sampling (−100 bans a token, 100 forces it). Logprobs stay
+   *  those of the model. */
+  logitBias: [number, number][];
 }
 
 export const MAX_LOGPROBS = 20;
@@ -103,7 +107,7 @@ const BUCKETS = 2048;
 export function samplingParams(partial: Partial<SamplingParams> = {}): SamplingParams {
   const p: SamplingParams = {
     temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0,
-    seed: null, maxTokens: 16, stop: [], stopTokenIds: [], ignoreEos: false, logprobs: null,
+    seed: null, maxTokens: 16, stop: [], stopTokenIds: [], ignoreEos: false, logprobs: null, logitBias: [],
   };
   for (const [k, v] of Object.entries(partial)) if (v !== undefined) (p as unknown as Record<string, unknown>)[k] = v;
   const num = (name: keyof SamplingParams, ok: (x: number) => boolean, what: string) => {
@@ -123,6 +127,10 @@ export function samplingParams(partial: Partial<SamplingParams> = {}): SamplingP
   if (!Array.isArray(p.stop) || p.stop.some((s) => typeof s !== 'string' || s === '')) throw new ArgumentError('stop must be a list of non-empty strings');
   if (!Array.isArray(p.stopTokenIds) || p.stopTokenIds.some((s) => !Number.isInteger(s) || s < 0)) throw new ArgumentError('stopTokenIds must be a list of token ids');
   if (typeof p.ignoreEos !== 'boolean') throw new ArgumentError('ignoreEos must be a boolean');
+  if (!Array.isArray(p.logitBias) || p.logitBias.some((e) => !Array.isArray(e) || !Number.isInteger(e[0]) || e[0] < 0 || typeof e[1] !== 'number' || !(e[1] >= -100 && e[1] <= 100))) {
+    throw new ArgumentError('logitBias must be a list of [token id, bias] pairs with biases in [-100, 100]');
+  }
+  p.logitBias = p.logitBias.map(([id, b]) => [id, b]);
   p.stop = [...p.stop];
   p.stopTokenIds = [...p.stopTokenIds];
   return p;
@@ -161,10 +169,12 @@ export class Sampler {
   sample(logits: Float32Array, p: SamplingParams, tokens: readonly number[], promptLength: number, u: number): number {
     const V = this.V;
     let x = logits;
-    if (p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0) {
+    const penalties = p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
+    if (penalties || p.logitBias.length > 0) {
       x = this.work;
       x.set(logits.subarray(0, V));
-      this.applyPenalties(x, p, tokens, promptLength);
+      for (const [id, b] of p.logitBias) x[id] += b;
+      if (penalties) this.applyPenalties(x, p, tokens, promptLength);
     }
     if (p.temperature === 0) return argmax(x);
     // probs = softmax(x / T), by the backend's kernels (exp over the whole vocabulary is the cost).
@@ -257,10 +267,10 @@ export class Sampler {
     return at(count - 1);
   }
 
-  /** Whether sample() with these parameters is the plain argmax of the logits (greedy, no penalties),
-   *  which argmaxRows gives for many rows at once. */
+  /** Whether sample() with these parameters is the plain argmax of the logits (greedy, no penalties
+   *  or biases), which argmaxRows gives for many rows at once. */
   static isGreedy(p: SamplingParams): boolean {
-    return p.temperature === 0 && p.repetitionPenalty === 1 && p.presencePenalty === 0 && p.frequencyPenalty === 0;
+    return p.temperature === 0 && p.repetitionPenalty === 1 && p.presencePenalty === 0 && p.frequencyPenalty === 0 && p.logitBias.length === 0;
   }
 
   /** The argmax of each of the first `rows` rows of logits (rows, V), by one backend kernel: a

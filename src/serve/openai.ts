@@ -1,7 +1,8 @@
 // The OpenAI request bodies: field-by-field validation with errors that name the field (400 with
 // OpenAI's error body), prompts to token ids (chat through the tokenizer's chat template), and the
 // sampling parameters the engine takes. Extra fields follow vLLM: top_k, min_p,
-// repetition_penalty, ignore_eos, stop_token_ids.
+// repetition_penalty, ignore_eos, stop_token_ids. Fields this server does not implement (tools,
+// JSON mode, echo, suffix, best_of) are refused by name with a 400.
 import { ArgumentError, PlinthError } from '../errors.js';
 import { samplingParams, type SamplingParams } from '../infer/index.js';
 import type { ChatMessage, Tokenizer } from '../tokenizers/index.js';
@@ -148,8 +149,49 @@ export interface GenerationSpec {
   maxTokens: number | null;
 }
 
+const unsupported = (param: string, message: string) => new ApiError(400, message, param, 'unsupported_parameter');
+
+/** Fields of OpenAI's API this server does not implement: a request that relies on one is refused
+ *  by name rather than answered as if it had not been asked. */
+function refuseUnsupported(body: Body, kind: 'chat' | 'completion'): void {
+  const rf = field(body, 'response_format');
+  if (rf !== undefined && !(typeof rf === 'object' && !Array.isArray(rf) && (rf as Body).type === 'text')) {
+    throw unsupported('response_format', "'response_format' other than {\"type\": \"text\"} (JSON mode, JSON schemas) is not supported");
+  }
+  for (const key of ['tools', 'functions']) {
+    const v = field(body, key);
+    if (v !== undefined && !(Array.isArray(v) && v.length === 0)) throw unsupported(key, `'${key}': tool and function calling are not supported`);
+  }
+  for (const key of ['tool_choice', 'function_call']) {
+    const v = field(body, key);
+    if (v !== undefined && v !== 'none' && v !== 'auto') throw unsupported(key, `'${key}': tool and function calling are not supported`);
+  }
+  if (kind === 'completion') {
+    if (booleanField(body, 'echo')) throw unsupported('echo', "'echo' is not supported");
+    const suffix = stringField(body, 'suffix');
+    if (suffix) throw unsupported('suffix', "'suffix' (insertion) is not supported");
+    const bestOf = numberField(body, 'best_of', 1, 128, true);
+    const n = numberField(body, 'n', 1, 128, true) ?? 1;
+    if (bestOf !== undefined && bestOf !== n) throw unsupported('best_of', `'best_of' other than n is not supported (got best_of ${bestOf}, n ${n})`);
+  }
+}
+
+/** OpenAI's `logit_bias`: {"token id": bias in [-100, 100]}. */
+function logitBias(body: Body, vocabSize: number): [number, number][] {
+  const v = field(body, 'logit_bias');
+  if (v === undefined) return [];
+  if (typeof v !== 'object' || Array.isArray(v)) throw new ApiError(400, "'logit_bias' must be an object mapping token ids to biases", 'logit_bias', 'invalid_type');
+  return Object.entries(v as Body).map(([key, b]) => {
+    const id = Number(key);
+    if (!/^[0-9]+$/.test(key) || id >= vocabSize) throw invalid('logit_bias', `'logit_bias' key ${JSON.stringify(key)} is not a token id in [0, ${vocabSize})`);
+    if (typeof b !== 'number' || !(b >= -100 && b <= 100)) throw invalid('logit_bias', `'logit_bias' for token ${key} must be a number in [-100, 100], got ${JSON.stringify(b)}`);
+    return [id, b];
+  });
+}
+
 /** The sampling fields shared by completions and chat. */
-export function generationSpec(body: Body, kind: 'chat' | 'completion', defaultStopIds: number[]): GenerationSpec {
+export function generationSpec(body: Body, kind: 'chat' | 'completion', defaultStopIds: number[], vocabSize: number): GenerationSpec {
+  refuseUnsupported(body, kind);
   const n = numberField(body, 'n', 1, 128, true) ?? 1;
   const stream = booleanField(body, 'stream') ?? false;
   const streamOptions = field(body, 'stream_options');
@@ -199,6 +241,7 @@ export function generationSpec(body: Body, kind: 'chat' | 'completion', defaultS
     stopTokenIds: [...defaultStopIds, ...((extraStops as number[] | undefined) ?? [])],
     ignoreEos: booleanField(body, 'ignore_eos'),
     logprobs,
+    logitBias: logitBias(body, vocabSize),
     maxTokens: 1,
   };
   if (partial.topP === 0) throw invalid('top_p', "'top_p' must be greater than 0");

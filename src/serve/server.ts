@@ -157,7 +157,7 @@ export class PlinthServer {
     const adapter = this.models.get(model)!;
     const { vocabSize, maxPositions } = this.engine.info;
     const prompts = kind === 'chat' ? [chatPrompt(body, this.tokenizer)] : completionPrompts(body, this.tokenizer, this.generationConfig, vocabSize);
-    const spec = generationSpec(body, kind, stopTokenIds(this.tokenizer, this.generationConfig, kind === 'chat'));
+    const spec = generationSpec(body, kind, stopTokenIds(this.tokenizer, this.generationConfig, kind === 'chat'), vocabSize);
     const param = kind === 'chat' ? 'messages' : 'prompt';
     const maxTokens = prompts.map((p) => maxTokensFor(spec, p.length, maxPositions, param));
 

@@ -57,6 +57,7 @@ try {
   if (fastActivations) setActivationPrecision(model, 'fast');
   if (!tokenizer) throw new ArgumentError(`${modelDir} has no tokenizer.json`);
   engine = new Engine(model, tokenizer, poolOptions(model, engineOptions));
+  engine.warmup(); // the first requests' steps find their buffers ready
   const info = { modelType: model.config.model_type, vocabSize: model.vocabSize, maxPositions: model.maxPositions, adapters: [...engine.adapters] };
   post({ type: 'ready', info, stats: engine.stats() });
 } catch (e) {

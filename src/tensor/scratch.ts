@@ -13,7 +13,8 @@
 //
 // Buffers are kept in size classes (powers of two up to 4 KB, then quarter steps between powers of
 // two), so a step with a row more or a row less reuses them too. A class unused for `keepRuns`
-// runs is dropped, so a long prefill's large buffers do not stay once decoding resumes.
+// runs (256 by default: seconds of decoding) is dropped, so the buffers of a burst of long prompts
+// do not stay for good; a server alternating prefill and decode steps keeps both sets warm.
 
 let active: ScratchPool | null = null;
 let poisonByDefault = false;
@@ -38,7 +39,7 @@ interface SizeClass {
 }
 
 export interface ScratchPoolOptions {
-  /** Runs a size class may go unused before its buffers are dropped (default 4). */
+  /** Runs a size class may go unused before its buffers are dropped (default 256). */
   keepRuns?: number;
   /** Fill buffers with NaN bits as they come back (default: off, unless setScratchPoison(true) or
    *  PLINTH_POISON_SCRATCH=1). */
@@ -47,6 +48,8 @@ export interface ScratchPoolOptions {
 
 export class ScratchPool {
   private readonly classes = new Map<number, SizeClass>();
+  /** The keys of classes, ascending. */
+  private sizes: number[] = [];
   private readonly taken: ArrayBuffer[] = [];
   private readonly keepRuns: number;
   private readonly poison: boolean;
@@ -54,7 +57,7 @@ export class ScratchPool {
   private running = false;
 
   constructor(options: ScratchPoolOptions = {}) {
-    this.keepRuns = options.keepRuns ?? 4;
+    this.keepRuns = options.keepRuns ?? 256;
     this.poison = options.poison ?? (poisonByDefault || process.env.PLINTH_POISON_SCRATCH === '1');
   }
 
@@ -85,16 +88,35 @@ export class ScratchPool {
   /** Buffers made (not reused) since the pool was created. */
   allocations = 0;
 
-  /** A buffer of at least `bytes` bytes for the current run. */
+  /** A buffer of at least `bytes` bytes for the current run: a free one of its size class, else
+   *  the smallest free one up to 8 times larger (a step with fewer rows than the largest seen
+   *  reuses that step's buffers), else a new one. */
   take(bytes: number): ArrayBuffer {
     const size = sizeClass(bytes);
-    let c = this.classes.get(size);
-    if (!c) this.classes.set(size, (c = { free: [], lastRun: this.runs }));
-    c.lastRun = this.runs;
-    let buf = c.free.pop();
-    if (!buf) {
-      buf = new ArrayBuffer(size);
+    let from: SizeClass | undefined;
+    for (const s of this.sizes) {
+      if (s < size) continue;
+      if (s > 8 * size) break;
+      const c = this.classes.get(s)!;
+      if (c.free.length > 0) {
+        from = c;
+        break;
+      }
+    }
+    let buf: ArrayBuffer;
+    if (from) {
+      from.lastRun = this.runs;
+      buf = from.free.pop()!;
+    } else {
+      // malloc'd, not zero-filled (allocate() zeroes what must be zero): memory freed earlier is
+      // reused warm, where a fresh zeroed mapping costs a page fault per 4 KB on first touch
+      buf = Buffer.allocUnsafeSlow(size).buffer;
       this.allocations++;
+      if (!this.classes.has(size)) {
+        this.classes.set(size, { free: [], lastRun: this.runs });
+        this.sizes = [...this.classes.keys()].sort((a, b) => a - b);
+      }
+      this.classes.get(size)!.lastRun = this.runs;
     }
     this.taken.push(buf);
     return buf;
@@ -107,6 +129,7 @@ export class ScratchPool {
     }
     this.taken.length = 0;
     for (const [size, c] of this.classes) if (this.runs - c.lastRun >= this.keepRuns) this.classes.delete(size);
+    if (this.sizes.length !== this.classes.size) this.sizes = [...this.classes.keys()].sort((a, b) => a - b);
   }
 }
 

@@ -169,6 +169,29 @@ for (const family of ['llama', 'gpt2']) {
   }
 }
 
+test('warmup runs the largest steps on throwaway requests and leaves the engine idle, with the same results after', () => {
+  const model = models.llama;
+  const options = { numBlocks: 40, blockSize: 4, maxBatchTokens: 24, maxRunning: 6 };
+  const warm = new Engine(model, tokenizer, options);
+  const events: string[] = [];
+  warm.warmup();
+  const s = warm.stats();
+  assert.deepEqual([s.running, s.waiting, s.blocksUsed, warm.hasWork], [0, 0, 0, false]);
+  const list = jobs().slice(0, 6);
+  const a = runAll(warm, list);
+  const b = runAll(new Engine(model, tokenizer, options), list);
+  for (const j of list) assert.deepEqual(a.get(j.id)!.ids, b.get(j.id)!.ids, `${j.id}: the same tokens with and without warmup`);
+  // a busy engine refuses
+  warm.add({ id: 'busy', promptIds: [1, 2, 3], params: samplingParams({ maxTokens: 2 }) }, (e) => events.push(e.type));
+  assert.throws(() => warm.warmup(), /warm it up before adding any/);
+  while (warm.hasWork) warm.step();
+  assert.deepEqual(events, ['token', 'token', 'done']);
+  // a pool too small for maxRunning sequences warms up with fewer
+  const small = new Engine(model, tokenizer, { numBlocks: 3, blockSize: 4, maxBatchTokens: 24, maxRunning: 6 });
+  small.warmup();
+  assert.equal(small.stats().blocksUsed, 0);
+});
+
 test('100 aborted requests leave the pool as it was, and the engine keeps serving', () => {
   const model = models.llama;
   const engine = new Engine(model, tokenizer, { numBlocks: 60, blockSize: 4, maxBatchTokens: 24, maxRunning: 8 });
@@ -292,6 +315,7 @@ test('add() validates requests; embed gives unit mean-pooled final hidden states
   assert.throws(() => engine.add({ id: 'x', promptIds: [], params: ok }, noop), pl.ArgumentError);
   assert.throws(() => engine.add({ id: 'x', promptIds: [tokenizer.vocabSize], params: ok }, noop), pl.ArgumentError);
   assert.throws(() => engine.add({ id: 'x', promptIds: [1], params: { ...ok, topP: 0 } }, noop), pl.ArgumentError);
+  assert.throws(() => engine.add({ id: 'x', promptIds: [1], params: { ...ok, logitBias: [[tokenizer.vocabSize, 1]] } }, noop), /logit bias for token id/);
   assert.throws(() => engine.add({ id: 'x', promptIds: [1], params: { ...ok, maxTokens: 200 } }, noop), pl.ArgumentError, 'beyond the context');
   assert.throws(() => engine.add({ id: 'x', promptIds: [1], params: { ...ok, maxTokens: 40 } }, noop), pl.ArgumentError, 'beyond the KV cache');
   assert.throws(() => samplingParams({ logprobs: 21 }), pl.ArgumentError);

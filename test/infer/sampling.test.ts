@@ -81,3 +81,25 @@ test('the engine sampler: temperature, min-p, top-k and top-p keep the right tok
   assert.ok(Math.abs(lp.logprob - Math.log(0.15)) < 1e-6);
   assert.deepEqual(lp.top.map((t) => t.tokenId), [0, 1]);
 });
+
+test('logit bias: added to the logits before sampling; -100 bans a token, +100 forces one; not greedy for the batch argmax', () => {
+  const probs = [0.5, 0.3, 0.15, 0.05];
+  const logits = Float32Array.from(probs, Math.log);
+  const sampler = new pl.Sampler(4);
+  const greedy = (logitBias: [number, number][]) => sampler.sample(logits, pl.samplingParams({ temperature: 0, logitBias }), [], 0, 0.5);
+  assert.equal(greedy([]), 0);
+  assert.equal(greedy([[0, -100]]), 1, 'the argmax banned: the runner-up');
+  assert.equal(greedy([[3, 100]]), 3, 'the least likely forced');
+  assert.equal(greedy([[0, -100], [1, -100], [2, -100]]), 3);
+  // sampling: a bias of log 2 on token 3 doubles its weight (0.05 → 0.1 of a total 1.05)
+  const n = 20000;
+  let hits = 0;
+  for (let i = 0; i < n; i++) hits += sampler.sample(logits, pl.samplingParams({ logitBias: [[3, Math.log(2)]] }), [], 0, (i + 0.5) / n) === 3 ? 1 : 0;
+  assert.ok(Math.abs(hits / n - 0.1 / 1.05) < 2e-3, `${hits / n}`);
+  // the logits themselves are untouched (logprobs stay the model's)
+  assert.deepEqual(Array.from(logits), Array.from(Float32Array.from(probs, Math.log)));
+  assert.equal(pl.Sampler.isGreedy(pl.samplingParams({ temperature: 0, logitBias: [[1, 5]] })), false);
+  assert.equal(pl.Sampler.isGreedy(pl.samplingParams({ temperature: 0 })), true);
+  assert.throws(() => pl.samplingParams({ logitBias: [[1, 101]] }), /logitBias/);
+  assert.throws(() => pl.samplingParams({ logitBias: [[-1, 1]] }), /logitBias/);
+});

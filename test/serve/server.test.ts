@@ -193,6 +193,21 @@ describe('endpoints', () => {
 describe('reliability', () => {
   const post = (route: string, body: string) => fetch(`${base}/v1/${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
 
+  test('logit_bias: +100 forces a token, zero biases change nothing; a text response_format is accepted', async () => {
+    const ask = (extra: Record<string, unknown>) =>
+      client.completions.create({ model, prompt: [5, 6, 7], ...greedy, max_tokens: 4, logprobs: 0, ...extra } as OpenAI.CompletionCreateParamsNonStreaming);
+    const plain = await ask({});
+    const forced = await ask({ logit_bias: { 42: 100 } });
+    const tokens = forced.choices[0]!.logprobs!.tokens!;
+    assert.equal(tokens.length, 4);
+    assert.ok(tokens.every((t) => t === tokens[0]), `every token is id 42: ${JSON.stringify(tokens)}`);
+    assert.notDeepEqual(tokens, plain.choices[0]!.logprobs!.tokens, 'the bias changed the text');
+    const zero = await ask({ logit_bias: Object.fromEntries(Array.from({ length: 50 }, (_, i) => [i, 0])) });
+    assert.equal(zero.choices[0]!.text, plain.choices[0]!.text);
+    const chat = await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'hi' }], ...greedy, max_tokens: 2, response_format: { type: 'text' } });
+    assert.equal(chat.usage!.completion_tokens, 2);
+  });
+
   test('bad requests get a 400 with an OpenAI error body, and the server keeps serving', async () => {
     const long = 'The cat sat on the mat. '.repeat(60);
     const cases: [string, unknown, RegExp][] = [
@@ -210,6 +225,16 @@ describe('reliability', () => {
       ['completions', { prompt: [[1, 2, 99999]] }, /vocabulary/],
       ['embeddings', { input: '' }, /empty/],
       ['embeddings', { input: 42 }, /input/],
+      ['completions', { prompt: 'hi', logit_bias: { abc: 1 } }, /logit_bias/],
+      ['completions', { prompt: 'hi', logit_bias: { 5: 101 } }, /logit_bias/],
+      ['completions', { prompt: 'hi', logit_bias: { 99999: 1 } }, /logit_bias/],
+      // fields the server does not implement are refused by name, not ignored
+      ['chat/completions', { messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_object' } }, /response_format/],
+      ['chat/completions', { messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: { name: 'f' } }] }, /tool/],
+      ['chat/completions', { messages: [{ role: 'user', content: 'hi' }], tool_choice: 'required' }, /tool/],
+      ['completions', { prompt: 'hi', echo: true }, /echo/],
+      ['completions', { prompt: 'hi', suffix: 'end' }, /suffix/],
+      ['completions', { prompt: 'hi', best_of: 3 }, /best_of/],
     ];
     for (const [route, body, message] of cases) {
       const r = await post(route, typeof body === 'string' ? body : JSON.stringify(body));

@@ -87,3 +87,17 @@ test('size classes unused for keepRuns runs are dropped', () => {
   pool.run(() => pl.ones([10]));
   assert.ok(pool.pooledBytes < 1000, `dropped after two runs without it (${pool.pooledBytes} bytes left)`);
 });
+
+test('a smaller request takes the smallest free buffer up to 8 times its size', () => {
+  const pool = new ScratchPool();
+  pool.run(() => pl.ones([64 * 1024])); // a 256 KB buffer
+  const made = pool.allocations;
+  const small = pool.run(() => pl.ones([10 * 1024])); // 40 KB: within 8x, reuses it
+  assert.equal(pool.allocations, made);
+  assert.equal(small.storage.buffer.byteLength, 256 * 1024);
+  pool.run(() => pl.ones([4 * 1024])); // 16 KB: 16x smaller, gets its own
+  assert.equal(pool.allocations, made + 1);
+  // two requests in one run: each gets a buffer of its own
+  const [a, b] = pool.run(() => [pl.ones([64 * 1024]), pl.ones([64 * 1024])]);
+  assert.notEqual(a.storage.buffer, b.storage.buffer);
+});

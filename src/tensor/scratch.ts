@@ -12,9 +12,11 @@
 // filled with NaN bits (ints read −1), so a tensor kept by mistake shows at once in tests.
 //
 // Buffers are kept in size classes (powers of two up to 4 KB, then quarter steps between powers of
-// two), so a step with a row more or a row less reuses them too. A class unused for `keepRuns`
-// runs (256 by default: seconds of decoding) is dropped, so the buffers of a burst of long prompts
-// do not stay for good; a server alternating prefill and decode steps keeps both sets warm.
+// two), and a request takes the smallest free buffer up to 8 times its size, so a step with fewer
+// rows than the largest seen reuses that step's buffers. The pool holds what its largest steps
+// needed (for the engine, bounded by its token budget) and keeps it: a server that decodes for
+// minutes between bursts of prompts must find the prefill buffers still warm. A pool given
+// `keepRuns` drops the buffers of a size class unused for that many runs.
 
 let active: ScratchPool | null = null;
 let poisonByDefault = false;
@@ -39,7 +41,7 @@ interface SizeClass {
 }
 
 export interface ScratchPoolOptions {
-  /** Runs a size class may go unused before its buffers are dropped (default 256). */
+  /** Runs a size class may go unused before its buffers are dropped (default: never). */
   keepRuns?: number;
   /** Fill buffers with NaN bits as they come back (default: off, unless setScratchPoison(true) or
    *  PLINTH_POISON_SCRATCH=1). */
@@ -57,7 +59,7 @@ export class ScratchPool {
   private running = false;
 
   constructor(options: ScratchPoolOptions = {}) {
-    this.keepRuns = options.keepRuns ?? 256;
+    this.keepRuns = options.keepRuns ?? Infinity;
     this.poison = options.poison ?? (poisonByDefault || process.env.PLINTH_POISON_SCRATCH === '1');
   }
 

@@ -195,9 +195,42 @@ INLINE T512 __m512 hsum16x16(const __m512 v[16]) {
   return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15), w);
 }
 
+/* Two rows (a decoding token's two heads of a kv head), eight keys at a time: each key's vector is
+ * loaded once for both rows, the 16 accumulators (row-major) reduced together. Each score is
+ * summed in the same order as on the one-row path (per lane along D, then the same tree). */
+INLINE T512 void dots2_avx512(int n, int64_t D, const float* const* qrow, const float* const* krow, float* S,
+                              int64_t lds, const float* const* knext, const float* const* vnext, int nnext) {
+  const float *q0 = qrow[0], *q1 = qrow[1];
+  for (int c0 = 0; c0 < n; c0 += 8) {
+    int nk = n - c0 < 8 ? n - c0 : 8;
+    const float* k[8];
+    for (int c = 0; c < 8; c++) k[c] = krow[c0 + (c < nk ? c : nk - 1)]; /* past n: repeat the last key */
+    for (int c = c0; c < c0 + 8 && c < nnext; c++) prefetch_row(knext[c], D), prefetch_row(vnext[c], D);
+    __m512 acc[16];
+    for (int c = 0; c < 16; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; d += 16) {
+      __mmask16 dm = mask16(D - d);
+      __m512 a = _mm512_maskz_loadu_ps(dm, q0 + d), b = _mm512_maskz_loadu_ps(dm, q1 + d);
+      for (int c = 0; c < 8; c++) {
+        __m512 kv = _mm512_maskz_loadu_ps(dm, k[c] + d);
+        acc[c] = _mm512_fmadd_ps(a, kv, acc[c]);
+        acc[8 + c] = _mm512_fmadd_ps(b, kv, acc[8 + c]);
+      }
+    }
+    __m512 r = hsum16x16(acc);
+    __mmask8 km = (__mmask8)((1u << nk) - 1u);
+    _mm256_mask_storeu_ps(S + c0, km, _mm512_castps512_ps256(r));
+    _mm256_mask_storeu_ps(S + lds + c0, km, _mm512_extractf32x8_ps(r, 1));
+  }
+}
+
 /* Sixteen keys at a time: one accumulator per key along D, reduced together. */
 static T512 void dots_avx512(int M, int n, int64_t D, const float* const* qrow, const float* const* krow, float* S,
                              int64_t lds, const float* const* knext, const float* const* vnext, int nnext) {
+  if (M == 2) {
+    dots2_avx512(n, D, qrow, krow, S, lds, knext, vnext, nnext);
+    return;
+  }
   for (int c0 = 0; c0 < n; c0 += 16) {
     int nk = n - c0 < 16 ? n - c0 : 16;
     const float* k[16];

@@ -2,6 +2,7 @@
 // grad records a GradFn (the inputs and a backward closure); `backward()` walks them in reverse
 // topological order, summing gradients that reach a tensor along several paths.
 import { GradError } from '../errors.js';
+import { outsideScratch } from './scratch.js';
 import type { Tensor } from './tensor.js';
 
 /** The record an op leaves on its output: which inputs it read, and how to map the output's
@@ -99,9 +100,10 @@ export function runBackward(root: Tensor, seed: Tensor | undefined, h: BackwardH
       if (!g) continue;
       grads.delete(t);
       if (!t.gradFn || t.retainsGrad) {
-        // A leaf owns its gradient buffer: later backward calls accumulate into it in place.
+        // A leaf owns its gradient buffer: later backward calls accumulate into it in place. It
+        // outlives a training step's scratch run, so it is never drawn from one.
         if (t.grad) h.addInPlace(t.grad, g);
-        else t.grad = h.clone(g);
+        else t.grad = outsideScratch(() => h.clone(g));
       }
       if (!t.gradFn) continue;
       const inputGrads = t.gradFn.backward(g);

@@ -8,7 +8,8 @@
 //
 // The contract: nothing made inside a run may be used after it. The engine reads what it needs
 // from the step (token ids, log-probabilities) as numbers before the run ends; long-lived state
-// (weights, the KV pools, caches) is made outside any run. With `poison` on, returned buffers are
+// (weights, the KV pools, caches) is made outside any run, and what a step must create to keep
+// (a leaf's gradient buffer, optimizer moments on the first step) is made in outsideScratch(). With `poison` on, returned buffers are
 // filled with NaN bits (ints read −1), so a tensor kept by mistake shows at once in tests.
 //
 // Buffers are kept in size classes (powers of two up to 4 KB, then quarter steps between powers of
@@ -132,6 +133,18 @@ export class ScratchPool {
     this.taken.length = 0;
     for (const [size, c] of this.classes) if (this.runs - c.lastRun >= this.keepRuns) this.classes.delete(size);
     if (this.sizes.length !== this.classes.size) this.sizes = [...this.classes.keys()].sort((a, b) => a - b);
+  }
+}
+
+/** Runs fn with no pool active: what it makes is ordinary storage that outlives the run (a leaf's
+ *  gradient buffer, optimizer state made on the first step). */
+export function outsideScratch<T>(fn: () => T): T {
+  const pool = active;
+  active = null;
+  try {
+    return fn();
+  } finally {
+    active = pool;
   }
 }
 

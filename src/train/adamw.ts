@@ -3,7 +3,7 @@
 import type { FloatArray } from '../backend/backend.js';
 import { kernels } from '../backend/index.js';
 import { ArgumentError } from '../errors.js';
-import { Tensor } from '../tensor/index.js';
+import { outsideScratch, Tensor } from '../tensor/index.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -58,7 +58,7 @@ export class AdamW {
         if (!p.grad) continue; // as torch.optim: a parameter without a gradient (frozen, or unused) is left alone
         let s = this.state.get(p);
         if (!s) {
-          s = { m: Tensor.zeros(p.shape, p.dtype), v: Tensor.zeros(p.shape, p.dtype), step: 0 };
+          s = outsideScratch(() => ({ m: Tensor.zeros(p.shape, p.dtype), v: Tensor.zeros(p.shape, p.dtype), step: 0 }));
           this.state.set(p, s);
         }
         s.step++;

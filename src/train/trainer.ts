@@ -7,7 +7,7 @@ import { ArgumentError } from '../errors.js';
 import { writeFileAtomic } from '../io/index.js';
 import type { Batch } from '../data/index.js';
 import type { CausalLM } from '../models/index.js';
-import { getRngState, noGrad } from '../tensor/index.js';
+import { getRngState, noGrad, ScratchPool } from '../tensor/index.js';
 import type { Tokenizer } from '../tokenizers/index.js';
 import { AdamW } from './adamw.js';
 import { loadTrainingCheckpoint, saveTrainingCheckpoint, type TrainerState } from './checkpoint.js';
@@ -109,10 +109,13 @@ export function evaluate(model: CausalLM, source: BatchSource, batches: number):
   const was = model.training;
   model.eval();
   let total = 0;
+  const scratch = new ScratchPool();
   noGrad(() => {
     for (let i = 0; i < batches; i++) {
-      const b = source.next();
-      total += model.forward(b.inputs, { labels: b.targets }).loss!.item();
+      total += scratch.run(() => {
+        const b = source.next();
+        return model.forward(b.inputs, { labels: b.targets }).loss!.item();
+      });
     }
   });
   model.train(was);
@@ -173,6 +176,7 @@ export function train(run: TrainRun): TrainResult {
   if (handleSigint) process.on('SIGINT', onSigint);
 
   const t0 = performance.now();
+  const scratch = new ScratchPool();
   let step = startStep;
   let lastLoss = NaN;
   model.train();
@@ -184,14 +188,18 @@ export function train(run: TrainRun): TrainResult {
       opt.zeroGrad();
       let loss = 0;
       let tokens = 0;
-      for (let micro = 0; micro < c.gradAccum; micro++) {
-        const b = run.train.next();
-        const out = model.forward(b.inputs, { labels: b.targets });
-        const l = out.loss!;
-        (c.gradAccum > 1 ? l.mul(1 / c.gradAccum) : l).backward();
-        loss += l.item() / c.gradAccum;
-        tokens += b.inputs.size;
-      }
+      // Forward and backward draw every activation and gradient from buffers recycled from the step
+      // before (the parameters' gradient buffers and the optimizer state are made outside it).
+      scratch.run(() => {
+        for (let micro = 0; micro < c.gradAccum; micro++) {
+          const b = run.train.next();
+          const out = model.forward(b.inputs, { labels: b.targets });
+          const l = out.loss!;
+          (c.gradAccum > 1 ? l.mul(1 / c.gradAccum) : l).backward();
+          loss += l.item() / c.gradAccum;
+          tokens += b.inputs.size;
+        }
+      });
       const gradNorm = c.gradClip > 0 ? clipGradNorm(model.parameters(), c.gradClip) : NaN;
       opt.step();
       step++;

@@ -56,16 +56,13 @@ async function worker(mode: Mode, trials: number, maxTrials: number): Promise<vo
     { params: params.filter((p) => p.ndim >= 2), weightDecay: mode === 'full' ? 0.1 : 0 },
     { params: params.filter((p) => p.ndim < 2), weightDecay: 0 },
   ], { lr: 1e-4, betas: [0.9, 0.95], eps: 1e-8 });
-  const batches = Array.from({ length: 4 }, () => ({ x: pl.randint(0, CONFIG.vocab_size, [B, T]), y: pl.randint(0, CONFIG.vocab_size, [B, T]) }));
+  const batches = Array.from({ length: 4 }, () => ({ inputs: pl.randint(0, CONFIG.vocab_size, [B, T]), targets: pl.randint(0, CONFIG.vocab_size, [B, T]) }));
   let i = 0;
   let loss = NaN;
+  // the trainer's own step (plinth pretrain and finetune run it), with its recycled step buffers
+  const scratch = new pl.ScratchPool();
   const step = () => {
-    const b = batches[i++ % 4];
-    const out = model.forward(b.x, { labels: b.y });
-    opt.zeroGrad();
-    out.loss!.backward();
-    opt.step();
-    loss = out.loss!.item();
+    loss = pl.trainStep(model, opt, () => batches[i++ % 4], { scratch }).loss;
   };
   const m = await runTrials(step, { trials, maxTrials, warmup: 2 });
   const trainable = params.reduce((s, p) => s + p.size, 0);

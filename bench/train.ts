@@ -44,16 +44,13 @@ async function worker(c: Config, trials: number): Promise<void> {
     { params: params.filter((p) => p.ndim >= 2), weightDecay: 0.1 },
     { params: params.filter((p) => p.ndim < 2), weightDecay: 0 },
   ], { lr: 6e-4, betas: [0.9, 0.95], eps: 1e-8 });
-  const batches = Array.from({ length: 4 }, () => ({ x: pl.randint(0, c.model.vocab, [c.batch, c.block]), y: pl.randint(0, c.model.vocab, [c.batch, c.block]) }));
+  const batches = Array.from({ length: 4 }, () => ({ inputs: pl.randint(0, c.model.vocab, [c.batch, c.block]), targets: pl.randint(0, c.model.vocab, [c.batch, c.block]) }));
   let i = 0;
   let loss = NaN;
+  // the trainer's own step (plinth pretrain and finetune run it), with its recycled step buffers
+  const scratch = new pl.ScratchPool();
   const step = () => {
-    const b = batches[i++ % 4];
-    const out = model.forward(b.x, { labels: b.y });
-    opt.zeroGrad();
-    out.loss!.backward();
-    opt.step();
-    loss = out.loss!.item();
+    loss = pl.trainStep(model, opt, () => batches[i++ % 4], { scratch }).loss;
   };
   const m: Measurement = await runTrials(step, { trials, warmup: 3 });
   const nonEmbedding = model.numParameters() - (c.model.family === 'gpt2' ? c.block * c.model.width : 0);

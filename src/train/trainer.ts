@@ -122,6 +122,39 @@ export function evaluate(model: CausalLM, source: BatchSource, batches: number):
   return total / batches;
 }
 
+/** What one optimizer step did: its mean loss, the tokens it read, the gradient norm before
+ *  clipping (NaN when not clipping). */
+export interface StepResult {
+  loss: number;
+  tokens: number;
+  gradNorm: number;
+}
+
+/**
+ * One optimizer step: gradients zeroed, `gradAccum` micro-batches of forward and backward, the
+ * global gradient norm clipped to gradClip (when > 0), then the optimizer's update. Forward and
+ * backward draw every activation and gradient from `scratch`, buffers recycled from the step
+ * before; the parameters' gradient buffers and the optimizer's moments are made outside it, once.
+ */
+export function trainStep(model: CausalLM, opt: AdamW, next: () => Batch, options: { gradAccum?: number; gradClip?: number; scratch: ScratchPool }): StepResult {
+  const accum = options.gradAccum ?? 1;
+  opt.zeroGrad();
+  let loss = 0;
+  let tokens = 0;
+  options.scratch.run(() => {
+    for (let micro = 0; micro < accum; micro++) {
+      const b = next();
+      const l = model.forward(b.inputs, { labels: b.targets }).loss!;
+      (accum > 1 ? l.mul(1 / accum) : l).backward();
+      loss += l.item() / accum;
+      tokens += b.inputs.size;
+    }
+  });
+  const gradNorm = (options.gradClip ?? 0) > 0 ? clipGradNorm(model.parameters(), options.gradClip!) : NaN;
+  opt.step();
+  return { loss, tokens, gradNorm };
+}
+
 /** AdamW over the model's trainable parameters (frozen ones, such as a LoRA base, get no state),
  *  with weight decay on parameters of 2 or more dims only. */
 export function makeOptimizer(model: CausalLM, c: Required<TrainConfig>): AdamW {
@@ -185,23 +218,7 @@ export function train(run: TrainRun): TrainResult {
       const ts = performance.now();
       const lr = cosineLr({ lr: c.lr, minLr: c.minLr, warmupSteps: c.warmupSteps, totalSteps: c.steps }, step);
       opt.setLr(lr);
-      opt.zeroGrad();
-      let loss = 0;
-      let tokens = 0;
-      // Forward and backward draw every activation and gradient from buffers recycled from the step
-      // before (the parameters' gradient buffers and the optimizer state are made outside it).
-      scratch.run(() => {
-        for (let micro = 0; micro < c.gradAccum; micro++) {
-          const b = run.train.next();
-          const out = model.forward(b.inputs, { labels: b.targets });
-          const l = out.loss!;
-          (c.gradAccum > 1 ? l.mul(1 / c.gradAccum) : l).backward();
-          loss += l.item() / c.gradAccum;
-          tokens += b.inputs.size;
-        }
-      });
-      const gradNorm = c.gradClip > 0 ? clipGradNorm(model.parameters(), c.gradClip) : NaN;
-      opt.step();
+      const { loss, tokens, gradNorm } = trainStep(model, opt, () => run.train.next(), { gradAccum: c.gradAccum, gradClip: c.gradClip, scratch });
       step++;
       lastLoss = loss;
       const m: StepMetrics = { step, loss, lr, gradNorm, tokensPerSec: tokens / ((performance.now() - ts) / 1000), elapsed: (performance.now() - t0) / 1000 };

@@ -2,7 +2,7 @@
 // grad records a GradFn (the inputs and a backward closure); `backward()` walks them in reverse
 // topological order, summing gradients that reach a tensor along several paths.
 import { GradError } from '../errors.js';
-import { outsideScratch } from './scratch.js';
+import { outsideScratch, releaseScratch } from './scratch.js';
 import type { Tensor } from './tensor.js';
 
 /** The record an op leaves on its output: which inputs it read, and how to map the output's
@@ -89,8 +89,23 @@ export function runBackward(root: Tensor, seed: Tensor | undefined, h: BackwardH
     }
   }
 
+  // Pending gradients, and how many of them lie on each storage buffer (a backward may pass its
+  // gradient on unchanged, or as a view, to several inputs). A gradient that has been passed on and
+  // lies on no pending buffer is dead: inside a scratch run its buffer goes back to the pool at
+  // once, so the sweep reuses it instead of holding every gradient until the step ends.
   const grads = new Map<Tensor, Tensor>();
+  const pending = new Map<ArrayBufferLike, number>();
+  const hold = (g: Tensor) => pending.set(g.storage.buffer, (pending.get(g.storage.buffer) ?? 0) + 1);
+  const drop = (g: Tensor) => {
+    const n = pending.get(g.storage.buffer)! - 1;
+    if (n === 0) pending.delete(g.storage.buffer);
+    else pending.set(g.storage.buffer, n);
+  };
+  const releaseIfDead = (g: Tensor) => {
+    if (g !== seed && !pending.has(g.storage.buffer)) releaseScratch(g.storage);
+  };
   grads.set(root, seed);
+  hold(seed);
   const prev = gradEnabled;
   gradEnabled = false;
   try {
@@ -99,22 +114,37 @@ export function runBackward(root: Tensor, seed: Tensor | undefined, h: BackwardH
       const g = grads.get(t);
       if (!g) continue;
       grads.delete(t);
+      drop(g);
       if (!t.gradFn || t.retainsGrad) {
         // A leaf owns its gradient buffer: later backward calls accumulate into it in place. It
         // outlives a training step's scratch run, so it is never drawn from one.
         if (t.grad) h.addInPlace(t.grad, g);
         else t.grad = outsideScratch(() => h.clone(g));
       }
-      if (!t.gradFn) continue;
+      if (!t.gradFn) {
+        releaseIfDead(g);
+        continue;
+      }
       const inputGrads = t.gradFn.backward(g);
       const inputs = t.gradFn.inputs;
+      const replaced: Tensor[] = [];
       for (let i = 0; i < inputs.length; i++) {
         const gi = inputGrads[i];
         const x = inputs[i];
         if (!gi || !x.requiresGrad) continue;
         const acc = grads.get(x);
-        grads.set(x, acc ? h.add(acc, gi) : gi);
+        const sum = acc ? h.add(acc, gi) : gi;
+        grads.set(x, sum);
+        hold(sum);
+        if (acc) {
+          drop(acc);
+          replaced.push(acc);
+        }
       }
+      // only once every input has what it keeps (the same gradient may go to several)
+      for (const d of replaced) releaseIfDead(d);
+      for (const gi of inputGrads) if (gi) releaseIfDead(gi);
+      releaseIfDead(g);
     }
   } finally {
     gradEnabled = prev;

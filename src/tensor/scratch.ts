@@ -53,7 +53,7 @@ export class ScratchPool {
   private readonly classes = new Map<number, SizeClass>();
   /** The keys of classes, ascending. */
   private sizes: number[] = [];
-  private readonly taken: ArrayBuffer[] = [];
+  private readonly taken = new Set<ArrayBuffer>();
   private readonly keepRuns: number;
   private readonly poison: boolean;
   private runs = 0;
@@ -121,16 +121,26 @@ export class ScratchPool {
       }
       this.classes.get(size)!.lastRun = this.runs;
     }
-    this.taken.push(buf);
+    this.taken.add(buf);
     return buf;
   }
 
+  /** Returns one buffer of the current run before the run ends (see releaseScratch); false, and
+   *  nothing done, for a buffer this run did not take. */
+  release(buf: ArrayBufferLike): boolean {
+    if (!this.taken.delete(buf as ArrayBuffer)) return false;
+    this.putBack(buf as ArrayBuffer);
+    return true;
+  }
+
+  private putBack(buf: ArrayBuffer): void {
+    if (this.poison) new Uint8Array(buf).fill(0xff);
+    this.classes.get(buf.byteLength)!.free.push(buf);
+  }
+
   private giveBack(): void {
-    for (const buf of this.taken) {
-      if (this.poison) new Uint8Array(buf).fill(0xff);
-      this.classes.get(buf.byteLength)!.free.push(buf);
-    }
-    this.taken.length = 0;
+    for (const buf of this.taken) this.putBack(buf);
+    this.taken.clear();
     for (const [size, c] of this.classes) if (this.runs - c.lastRun >= this.keepRuns) this.classes.delete(size);
     if (this.sizes.length !== this.classes.size) this.sizes = [...this.classes.keys()].sort((a, b) => a - b);
   }
@@ -146,6 +156,17 @@ export function outsideScratch<T>(fn: () => T): T {
   } finally {
     active = pool;
   }
+}
+
+/**
+ * Hands the storage of a tensor that is dead — no tensor over it will be read again — back to the
+ * running pool before the run ends, so later ops of the same run reuse it (autograd does this with
+ * each intermediate gradient once it has been passed on, which keeps a training step's peak memory
+ * to what is live rather than all it made). Storage the running pool did not hand out is left
+ * alone. Returns whether it was released.
+ */
+export function releaseScratch(storage: ArrayBufferView): boolean {
+  return active ? active.release(storage.buffer) : false;
 }
 
 /** A buffer of at least `bytes` bytes from the running pool, or null outside any run. */

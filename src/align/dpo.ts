@@ -55,15 +55,16 @@ export function dpo(policy: CausalLM, pairs: readonly EncodedPair[], ref: { chos
     if (order.length < o.batchSize) order = order.concat(rng.sample(index, index.length));
     const ids = order.splice(0, o.batchSize);
     const B = ids.length;
-    opt.zeroGrad();
-    // Chosen rows 0..B−1, rejected rows B..2B−1, in one forward pass.
-    const b = collate([...ids.map((i) => pairs[i].chosen), ...ids.map((i) => pairs[i].rejected)], o.padId);
-    const logp = sequenceLogProbs(policy.forward(b.inputs).logits, b.labels);
-    const refC = pl.tensor(Float32Array.from(ids, (i) => ref.chosen[i]));
-    const refR = pl.tensor(Float32Array.from(ids, (i) => ref.rejected[i]));
-    const out = dpoLoss(pl.slice(logp, 0, 0, B), pl.slice(logp, 0, B, 2 * B), refC, refR, o.beta);
-    out.loss.backward();
-    const { lr } = opt.update();
+    const { result: out, lr } = opt.run(() => {
+      // Chosen rows 0..B−1, rejected rows B..2B−1, in one forward pass.
+      const b = collate([...ids.map((i) => pairs[i].chosen), ...ids.map((i) => pairs[i].rejected)], o.padId);
+      const logp = sequenceLogProbs(policy.forward(b.inputs).logits, b.labels);
+      const refC = pl.tensor(Float32Array.from(ids, (i) => ref.chosen[i]));
+      const refR = pl.tensor(Float32Array.from(ids, (i) => ref.rejected[i]));
+      const d = dpoLoss(pl.slice(logp, 0, 0, B), pl.slice(logp, 0, B, 2 * B), refC, refR, o.beta);
+      d.loss.backward();
+      return { loss: d.loss.item(), chosenRewards: d.chosenRewards, rejectedRewards: d.rejectedRewards }; // the rewards are copies
+    });
     let acc = 0;
     let c = 0;
     let r = 0;
@@ -72,7 +73,7 @@ export function dpo(policy: CausalLM, pairs: readonly EncodedPair[], ref: { chos
       r += out.rejectedRewards[i];
       if (out.chosenRewards[i] > out.rejectedRewards[i]) acc++;
     }
-    const m: DPOStep = { step, loss: out.loss.item(), accuracy: acc / B, chosenReward: c / B, rejectedReward: r / B, margin: (c - r) / B, lr };
+    const m: DPOStep = { step, loss: out.loss, accuracy: acc / B, chosenReward: c / B, rejectedReward: r / B, margin: (c - r) / B, lr };
     steps.push(m);
     o.onStep?.(m);
   }

@@ -155,19 +155,20 @@ export function ppo(policy: CausalLM, valueHead: ScalarHead, reference: Referenc
         const part = perm.slice(s, s + size);
         const m = part.length;
         const sub = <A extends Int32Array | Float32Array>(a: A) => rows(a, part, T);
-        const mt = pl.tensor(sub(mask), { shape: [m, T] });
-        opt.zeroGrad();
-        const { logits, hidden } = lastHiddenState(policy, pl.tensor(sub(inputs), { shape: [m, T] }));
-        const logp = tokenLogProbs(logits, pl.tensor(sub(labels), { shape: [m, T] }));
-        const values = valueHead.forward(hidden);
-        const pg = ppoPolicyLoss(logp, pl.tensor(sub(oldLogp), { shape: [m, T] }), pl.tensor(sub(advantages), { shape: [m, T] }), mt, clip);
-        const vf = ppoValueLoss(values, pl.tensor(sub(oldValues), { shape: [m, T] }), pl.tensor(sub(returns), { shape: [m, T] }), mt, valueClip);
-        const loss: Tensor = pl.add(pg.loss, pl.mul(vf, valueCoef));
-        loss.backward();
-        opt.update();
-        policyLoss += pg.loss.item();
-        valueLoss += vf.item();
-        clipFraction += pg.clipFraction;
+        const { result } = opt.run(() => {
+          const mt = pl.tensor(sub(mask), { shape: [m, T] });
+          const { logits, hidden } = lastHiddenState(policy, pl.tensor(sub(inputs), { shape: [m, T] }));
+          const logp = tokenLogProbs(logits, pl.tensor(sub(labels), { shape: [m, T] }));
+          const values = valueHead.forward(hidden);
+          const pg = ppoPolicyLoss(logp, pl.tensor(sub(oldLogp), { shape: [m, T] }), pl.tensor(sub(advantages), { shape: [m, T] }), mt, clip);
+          const vf = ppoValueLoss(values, pl.tensor(sub(oldValues), { shape: [m, T] }), pl.tensor(sub(returns), { shape: [m, T] }), mt, valueClip);
+          const loss: Tensor = pl.add(pg.loss, pl.mul(vf, valueCoef));
+          loss.backward();
+          return { policy: pg.loss.item(), value: vf.item(), clipFraction: pg.clipFraction };
+        });
+        policyLoss += result.policy;
+        valueLoss += result.value;
+        clipFraction += result.clipFraction;
       }
     }
     policy.eval();

@@ -81,20 +81,20 @@ export function trainRewardModel(rm: RewardModel, pairs: readonly EncodedPair[],
   for (let step = 1; step <= o.steps; step++) {
     if (order.length < o.batchSize) order = order.concat(rng.sample(pairs, pairs.length));
     const batch = order.splice(0, o.batchSize);
-    opt.zeroGrad();
-    // Chosen and rejected in one forward pass: rows 0..B−1 and B..2B−1.
-    const r = rm.score([...batch.map((p) => p.chosen), ...batch.map((p) => p.rejected)], o.padId);
     const B = batch.length;
-    const rc = pl.slice(r, 0, 0, B);
-    const rr = pl.slice(r, 0, B, 2 * B);
-    const loss = bradleyTerryLoss(rc, rr);
-    loss.backward();
-    const { lr } = opt.update();
-    const d = pl.sub(rc.detach(), rr.detach()).toFloat32Array();
-    const acc = d.reduce((s, x) => s + (x > 0 ? 1 : 0), 0) / B;
-    losses.push(loss.item());
+    const { result: [loss, acc], lr } = opt.run(() => {
+      // Chosen and rejected in one forward pass: rows 0..B−1 and B..2B−1.
+      const r = rm.score([...batch.map((p) => p.chosen), ...batch.map((p) => p.rejected)], o.padId);
+      const rc = pl.slice(r, 0, 0, B);
+      const rr = pl.slice(r, 0, B, 2 * B);
+      const l = bradleyTerryLoss(rc, rr);
+      l.backward();
+      const d = pl.sub(rc.detach(), rr.detach()).toFloat32Array();
+      return [l.item(), d.reduce((s, x) => s + (x > 0 ? 1 : 0), 0) / B];
+    });
+    losses.push(loss);
     accuracies.push(acc);
-    o.onStep?.({ step, loss: loss.item(), accuracy: acc, lr });
+    o.onStep?.({ step, loss, accuracy: acc, lr });
   }
   rm.train(false);
   return { losses, accuracies, seconds: (performance.now() - t0) / 1000 };

@@ -107,13 +107,12 @@ export function sft(model: CausalLM, examples: readonly EncodedExample[], o: SFT
   for (let step = 1; step <= o.steps; step++) {
     if (queue.length === 0) refill();
     const b = queue.shift()!;
-    opt.zeroGrad();
-    const loss = model.forward(b.inputs, { labels: b.labels }).loss!;
-    loss.backward();
-    const { lr } = opt.update();
-    const l = loss.item();
+    const { result: [l, n], lr } = opt.run(() => {
+      const loss = model.forward(b.inputs, { labels: b.labels }).loss!;
+      loss.backward();
+      return [loss.item(), pl.sum(b.mask).item()];
+    });
     losses.push(l);
-    const n = pl.sum(b.mask).item();
     targets += n;
     rowTokens += b.inputs.size;
     o.onStep?.({ step, loss: l, lr, tokens: n });

@@ -7,7 +7,7 @@
 // dot products) and bf16+dot (bf16 × bf16 pair products), as setActivationPrecision(model, 'fast').
 //
 // Decode: a 16-token prompt is prefilled (untimed), then 256 greedy tokens through the model's
-// contiguous KV cache (what generate() does) are one trial. Trials rotate over the variants, so a
+// contiguous KV cache (what generate() does, each step in a ScratchPool) are one trial. Trials rotate over the variants, so a
 // disturbance on the shared machine hits them alike; each variant's median is over its clean trials.
 // Prefill: one forward of a 512-token prompt (pp512) into a fresh KV cache is one trial, likewise.
 //
@@ -46,15 +46,22 @@ function argmax(l: Float32Array): number {
   return best;
 }
 
+// Each variant's forwards run in a ScratchPool of its own, kept across trials, as generate() and the
+// engine run theirs: a step's tensors come from buffers recycled from the step before.
+const pools = new Map<pl.CausalLM, pl.ScratchPool>();
+const poolOf = (model: pl.CausalLM) => pools.get(model) ?? pools.set(model, new pl.ScratchPool()).get(model)!;
+
 /** Prefill (untimed) and the timed decode of NEW greedy tokens; returns the ids. */
 async function decodeTrial(model: pl.CausalLM, prompt: number[]): Promise<{ trial: Trial; ids: number[] }> {
   const cache = model.newCache(1, PROMPT + NEW + 1);
+  const scratch = poolOf(model);
+  const step = (ids: number[][]) => scratch.run(() => argmax(model.forward(pl.tensor(ids, { dtype: 'i32' }), { cache, lastOnly: true }).logits.data() as Float32Array));
   const ids: number[] = [];
-  let next = pl.noGrad(() => argmax(model.forward(pl.tensor([prompt], { dtype: 'i32' }), { cache, lastOnly: true }).logits.data() as Float32Array));
+  let next = pl.noGrad(() => step([prompt]));
   ids.push(next);
   const trial = await timeTrial(() => pl.noGrad(() => {
     for (let i = 0; i < NEW; i++) {
-      next = argmax(model.forward(pl.tensor([[next]], { dtype: 'i32' }), { cache, lastOnly: true }).logits.data() as Float32Array);
+      next = step([[next]]);
       ids.push(next);
     }
   }));
@@ -64,9 +71,11 @@ async function decodeTrial(model: pl.CausalLM, prompt: number[]): Promise<{ tria
 /** The timed forward of a PP-token prompt into a fresh cache (made untimed). */
 async function prefillTrial(model: pl.CausalLM, pp: number[]): Promise<Trial> {
   const cache = model.newCache(1, PP + 1);
-  const ids = pl.tensor([pp], { dtype: 'i32' });
+  const scratch = poolOf(model);
   return timeTrial(() => pl.noGrad(() => {
-    model.forward(ids, { cache, lastOnly: true });
+    scratch.run(() => {
+      model.forward(pl.tensor([pp], { dtype: 'i32' }), { cache, lastOnly: true });
+    });
   }));
 }
 

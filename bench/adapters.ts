@@ -15,7 +15,7 @@ import * as pl from '../src/index.js';
 import { Engine, samplingParams } from '../src/infer/index.js';
 import { addAdapter, loraFactory, loraLayers } from '../src/peft/index.js';
 import type { Tokenizer } from '../src/tokenizers/index.js';
-import { brief, fmt, machineInfo, report, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
+import { arg, brief, fmt, machineInfo, report, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
 
 const CONFIG = {
   model_type: 'llama', vocab_size: 32000, hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 8,
@@ -23,11 +23,6 @@ const CONFIG = {
 };
 const CONCURRENT = 32;
 const PROMPT = 16;
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 
 /** Token ids are all the engine reads; text is not measured here. */
 const idTokenizer = { specialId: () => undefined, tokenToId: () => undefined, decode: () => '' } as unknown as Tokenizer;

@@ -19,29 +19,12 @@ import { fileURLToPath } from 'node:url';
 import { kernels, setBackend } from '../src/backend/index.js';
 import { addonLoadError, createNativeBackend, loadAddon } from '../src/backend/native/index.js';
 import type { KernelName } from '../src/backend/backend.js';
-import { benchRepeated, brief, findTorchPython, fmt, machineInfo, report, runPeer } from './common.js';
+import { arg, benchRepeated, brief, findTorchPython, fmt, machineInfo, randn, report, runPeer } from './common.js';
 
 const B = 1, H = 8, D = 64;
 const VARIANTS = ['fused', 'materialised', 'matmuls'] as const;
 type Variant = (typeof VARIANTS)[number];
 const MATERIALISED_KERNELS: KernelName[] = ['matmul', 'unary', 'binary', 'softmax', 'softmaxBackward'];
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
-
-/** Standard normal samples (Box-Muller), seeded, written straight into the result. */
-function randn(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  const uniform = () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s + 1) / 4294967297;
-  };
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
-  return out;
-}
 
 interface VariantResult {
   variant: Variant;

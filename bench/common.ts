@@ -255,3 +255,21 @@ export function machineInfo(): Record<string, unknown> {
 export function fmt(x: number, digits = 1): string {
   return Number.isFinite(x) ? x.toFixed(digits) : String(x);
 }
+
+/** The value of a `--name=value` command-line argument, or undefined. */
+export function arg(name: string): string | undefined {
+  const p = `--${name}=`;
+  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
+}
+
+/** n standard normal samples (Box-Muller), seeded so runs are comparable. */
+export function randn(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  const uniform = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s + 1) / 4294967297;
+  };
+  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  return out;
+}

@@ -6,7 +6,7 @@
 // GFLOP/s = 2·M·N·K / median seconds per call. Each shape runs Plinth then PyTorch back to back,
 // so both see the same machine.
 import { loadAddon, addonLoadError } from '../src/backend/native/index.js';
-import { benchRepeated, brief, findTorchPython, fmt, machineInfo, report, runPeer } from './common.js';
+import { arg, benchRepeated, brief, findTorchPython, fmt, machineInfo, randn, report, runPeer } from './common.js';
 
 interface Shape { name: string; M: number; K: number; N: number; transA: boolean; transB: boolean }
 
@@ -22,23 +22,6 @@ const SHAPES: Shape[] = [
 type MatmulFn = (a: Float32Array, b: Float32Array, c: Float32Array, M: number, N: number, K: number,
   transA: boolean, transB: boolean, batch: number, strideA: number, strideB: number, strideC: number,
   accumulate: boolean) => void;
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
-
-/** Standard normal samples (Box-Muller), seeded so runs are comparable. */
-function randn(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  const uniform = () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s + 1) / 4294967297;
-  };
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
-  return out;
-}
 
 async function main(): Promise<void> {
   const addon = loadAddon();

@@ -22,9 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as pl from '../src/index.js';
 import { ByteLevelModel } from '../src/tokenizers/bytelevel.js';
-import {
-  brief, findTorchPython, fmt, machineInfo, type Measurement, report, runPeer, summarise, timeTrial, type Trial, quietWaitLimit, waitForQuiet,
-} from './common.js';
+import { arg, brief, findTorchPython, fmt, machineInfo, type Measurement, quietWaitLimit, report, runPeer, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
 
 /** The benchmark Llama of PEERS.md W3 (quant.ts measures the same weights). */
 export const CONFIG = {
@@ -36,11 +34,6 @@ const PROMPT = 16;
 const NEW = 256;
 const PP = 512;
 const CONCURRENT = 32;
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 
 /** Fixed random prompts, the same for every system. */
 function prompts(): { prompt: number[]; pp: number[]; concurrent: number[][] } {

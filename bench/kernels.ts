@@ -9,12 +9,8 @@
 import { loadAddon, createNativeBackend } from '../src/backend/native/index.js';
 import { refBackend as R } from '../src/backend/ref/index.js';
 import type { Backend } from '../src/backend/backend.js';
-import { benchRepeated, brief, findTorchPython, fmt, machineInfo, report, runPeer } from './common.js';
+import { arg, benchRepeated, brief, findTorchPython, fmt, machineInfo, report, runPeer } from './common.js';
 
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 const flag = (name: string) => process.argv.includes(`--${name}`);
 
 function rand(n: number, lo = -1, hi = 1): Float32Array {

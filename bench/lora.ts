@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import * as pl from '../src/index.js';
 import { addAdapter, loraFactory } from '../src/peft/index.js';
 import { quantizedLayers, quantizedLinearFactory, weightBytes } from '../src/quant/index.js';
-import { brief, fmt, machineInfo, report, runTrials } from './common.js';
+import { arg, brief, fmt, machineInfo, report, runTrials } from './common.js';
 
 const CONFIG = {
   model_type: 'llama', vocab_size: 32000, hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 8,
@@ -24,11 +24,6 @@ const B = 4;
 const T = 256;
 const MODES = ['full', 'lora', 'lora-all', 'qlora'] as const;
 type Mode = (typeof MODES)[number];
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 
 function build(mode: Mode): pl.CausalLM {
   pl.manualSeed(0);

@@ -9,14 +9,9 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadAddon } from '../src/backend/native/index.js';
-import { benchRepeated, brief, findTorchPython, fmt, machineInfo, report, runPeer } from './common.js';
+import { arg, benchRepeated, brief, findTorchPython, fmt, machineInfo, report, runPeer } from './common.js';
 
 const BAR_US = 5;
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 
 interface PublicApi {
   tensor(data: number[]): unknown;

@@ -15,12 +15,7 @@
 // --threads=1 it is the kernel's own time, whatever share of a core the scheduler gave it.
 import { loadAddon, createNativeBackend, addonLoadError } from '../src/backend/native/index.js';
 import type { Backend } from '../src/backend/backend.js';
-import { benchRepeated, brief, fmt, machineInfo, report, type RepeatedMeasurement } from './common.js';
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
+import { arg, benchRepeated, brief, fmt, machineInfo, type RepeatedMeasurement, report } from './common.js';
 
 function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   const out = new Float32Array(n);

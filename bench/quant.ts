@@ -17,18 +17,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as pl from '../src/index.js';
-import { fmt, machineInfo, quietWaitLimit, report, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
+import { arg, fmt, machineInfo, quietWaitLimit, report, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
 import { benchFiles, CONFIG } from './infer.js';
 
 const PROMPT = 16;
 const NEW = 256;
 const PP = 512;
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
-
 
 interface Variant {
   name: string;

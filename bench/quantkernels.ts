@@ -9,7 +9,7 @@
 import * as pl from '../src/index.js';
 import { kernels } from '../src/backend/index.js';
 import { quantizeInt8, int8Scales, quantizeNF4, NF4_CODE } from '../src/quant/index.js';
-import { fmt, machineInfo, quietWaitLimit, report, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
+import { arg, fmt, machineInfo, quietWaitLimit, report, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
 
 /** [name, N, K, uses per decode step]: 8 layers of q, k, v, o, gate, up, down, and the lm_head. */
 const SHAPES: [string, number, number, number][] = [
@@ -20,11 +20,6 @@ const FORMATS = ['f32', 'int8', 'nf4', 'bf16'] as const;
 type Format = (typeof FORMATS)[number];
 const BYTES_PER_WEIGHT: Record<Format, number> = { f32: 4, int8: 1, nf4: 0.5 + 4 / 64, bf16: 2 };
 const STREAM_BYTES = 64e6;
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 
 /** The weight in one format, and a maker of calls that each multiply by a fresh copy of it. */
 function prepare(format: Format, w: Float32Array, N: number, K: number, x: Float32Array, y: Float32Array): () => () => void {

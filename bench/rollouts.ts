@@ -18,16 +18,11 @@ import { engineGenerator } from '../src/infer/index.js';
 import { loadCheckpoint } from '../src/io/index.js';
 import * as pl from '../src/index.js';
 import type { Tokenizer } from '../src/tokenizers/index.js';
-import { brief, fmt, machineInfo, median, report, summarise, timeTrial, waitForQuiet, type Measurement, type Trial } from './common.js';
+import { arg, brief, fmt, machineInfo, type Measurement, median, report, summarise, timeTrial, type Trial, waitForQuiet } from './common.js';
 
 const ROLLOUT_PROMPTS = 64;
 const EVAL_QUESTIONS = 120;
 const MAX_NEW = 12;
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 
 /** The summary plus the median CPU seconds of a trial (this process, every thread): on a machine
  *  others keep busy, wall time mostly measures them, and CPU time is the steadier comparison. */

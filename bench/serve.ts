@@ -20,15 +20,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as pl from '../src/index.js';
-import { CLEAN_OTHER_CORES, fmt, machineInfo, report, waitForQuiet } from './common.js';
+import { arg, CLEAN_OTHER_CORES, fmt, machineInfo, report, waitForQuiet } from './common.js';
 
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 const TICKS_PER_SECOND = 100;
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 
 /** The benchmark Llama with random weights and the GPT-2 tokenizer (its first 32000 ids decode), in a temp folder. */
 export function benchModelDir(): string {

@@ -16,14 +16,9 @@ import { fileURLToPath } from 'node:url';
 import { loadTokenizer, trainTokenizer } from '../src/tokenizers/index.js';
 import type { Tokenizer } from '../src/tokenizers/index.js';
 import type { Trial } from './common.js';
-import { fmt, machineInfo, median, report, summarise, timeTrial, waitForQuiet } from './common.js';
+import { arg, fmt, machineInfo, median, report, summarise, timeTrial, waitForQuiet } from './common.js';
 
 const BAR_TRAIN_S = 10;
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const corpusFile = path.join(root, 'test', 'fixtures', 'data', 'tinyshakespeare.txt');

@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as pl from '../src/index.js';
-import { brief, findTorchPython, fmt, machineInfo, report, runPeer, runTrials, type Measurement } from './common.js';
+import { arg, brief, findTorchPython, fmt, machineInfo, type Measurement, report, runPeer, runTrials } from './common.js';
 
 interface ModelSpec { family: 'gpt2' | 'llama'; vocab: number; layers: number; heads: number; kv_heads?: number; width: number; intermediate?: number }
 interface Config { name: string; model: ModelSpec; block: number; batch: number }
@@ -17,11 +17,6 @@ const CONFIGS: Config[] = [
   { name: 'c', model: { family: 'gpt2', vocab: 50257, layers: 4, heads: 4, width: 256 }, block: 256, batch: 4 },
   { name: 'd', model: { family: 'llama', vocab: 32000, layers: 8, heads: 8, kv_heads: 4, width: 512, intermediate: 1376 }, block: 256, batch: 4 },
 ];
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
 
 function buildModel(c: Config): pl.CausalLM {
   const m = c.model;

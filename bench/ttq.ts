@@ -7,12 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as pl from '../src/index.js';
-import { findTorchPython, fmt, machineInfo, report, runPeer } from './common.js';
-
-function arg(name: string): string | undefined {
-  const p = `--${name}=`;
-  return process.argv.find((a) => a.startsWith(p))?.slice(p.length);
-}
+import { arg, findTorchPython, fmt, machineInfo, report, runPeer } from './common.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cfg = {

@@ -1,4 +1,5 @@
-// Recycled storage for a computation repeated with the same shapes, as an inference step is.
+// Recycled storage for a computation repeated with the same shapes, as an inference or a training
+// step is.
 //
 // Every op allocates its output, so one decoding step of 32 sequences through the benchmark Llama
 // makes about 140 arrays and 14 MB; at 40 steps a second that churn keeps V8's garbage collector
@@ -9,8 +10,10 @@
 // The contract: nothing made inside a run may be used after it. The engine reads what it needs
 // from the step (token ids, log-probabilities) as numbers before the run ends; long-lived state
 // (weights, the KV pools, caches) is made outside any run, and what a step must create to keep
-// (a leaf's gradient buffer, optimizer moments on the first step) is made in outsideScratch(). With `poison` on, returned buffers are
-// filled with NaN bits (ints read −1), so a tensor kept by mistake shows at once in tests.
+// (a leaf's gradient buffer, optimizer moments on the first step) is made in outsideScratch().
+// Within a run, releaseScratch() hands back a buffer known to be dead (autograd does so with each
+// gradient it has passed on). With `poison` on, returned buffers are filled with NaN bits (ints
+// read −1), so a tensor kept by mistake shows at once in tests.
 //
 // Buffers are kept in size classes (powers of two up to 4 KB, then quarter steps between powers of
 // two), and a request takes the smallest free buffer up to 8 times its size, so a step with fewer

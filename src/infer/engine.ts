@@ -189,8 +189,6 @@ export class Engine {
   /** Storage of every step's tensors, recycled from step to step. */
   private readonly scratch = new ScratchPool();
   private readonly maxWaiting: number;
-  private readonly maxBatchTokens: number;
-  private readonly maxRunning: number;
   private readonly eosIds: number[];
   /** The LoRA adapters requests can name: those the model has when the engine is built (adapterNames). */
   readonly adapters: readonly string[];
@@ -234,9 +232,7 @@ export class Engine {
     this.kPools = Array.from({ length: L }, newPool);
     this.vPools = Array.from({ length: L }, newPool);
     this.pool = new BlockPool(this.numBlocks, this.blockSize, options.enablePrefixCaching ?? true);
-    this.maxBatchTokens = options.maxBatchTokens ?? 512;
-    this.maxRunning = options.maxRunning ?? 64;
-    this.scheduler = new Scheduler(this.pool, { maxBatchTokens: this.maxBatchTokens, maxRunning: this.maxRunning });
+    this.scheduler = new Scheduler(this.pool, { maxBatchTokens: options.maxBatchTokens ?? 512, maxRunning: options.maxRunning ?? 64 });
     this.maxWaiting = options.maxWaiting ?? Infinity;
     this.sampler = new Sampler(model.vocabSize);
     const eos = new Set<number>();
@@ -275,8 +271,9 @@ export class Engine {
   warmup(): void {
     if (this.hasWork) throw new ArgumentError('warmup: the engine has requests; warm it up before adding any');
     // each sequence: its prompt and two new tokens (the first from the prefill step, one decoded)
-    const tokens = Math.max(1, Math.min(this.maxBatchTokens, this.model.maxPositions - 2, this.numBlocks * this.blockSize - 2));
-    let seqs = Math.max(1, Math.min(this.maxRunning, tokens));
+    const { maxBatchTokens, maxRunning } = this.scheduler.options;
+    const tokens = Math.max(1, Math.min(maxBatchTokens, this.model.maxPositions - 2, this.numBlocks * this.blockSize - 2));
+    let seqs = Math.max(1, Math.min(maxRunning, tokens));
     const promptLength = () => Math.max(1, Math.floor(tokens / seqs));
     while (seqs > 1 && seqs * this.scheduler.blocksFor(promptLength() + 2) > this.numBlocks) seqs--;
     const params = samplingParams({ temperature: 0, maxTokens: 2, ignoreEos: true });

@@ -7,8 +7,9 @@
 // dot products) and bf16+dot (bf16 × bf16 pair products), as setActivationPrecision(model, 'fast').
 //
 // Decode: a 16-token prompt is prefilled (untimed), then 256 greedy tokens through the model's
-// contiguous KV cache (what generate() does, each step in a ScratchPool) are one trial. Trials rotate over the variants, so a
-// disturbance on the shared machine hits them alike; each variant's median is over its clean trials.
+// contiguous KV cache (what generate() does, each step in a ScratchPool) are one trial. Trials
+// rotate over the variants, so a disturbance on the shared machine hits them alike; each variant's
+// median is over its clean trials.
 // Prefill: one forward of a 512-token prompt (pp512) into a fresh KV cache is one trial, likewise.
 //
 //   npm run bench -- quant [--trials=N] [--skip=llama]

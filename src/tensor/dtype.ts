@@ -21,7 +21,7 @@ const UNINITIALIZED_MIN_BYTES = 16384;
  */
 export function allocate(dtype: DType, n: number, zeroed = true): Storage {
   const bytes = n * bytesPerElement(dtype);
-  // inside a ScratchPool run (an inference step), a recycled buffer
+  // inside a ScratchPool run (an inference or training step), a recycled buffer
   const scratch = scratchBuffer(bytes);
   if (scratch) {
     const out = view(dtype, scratch, n);

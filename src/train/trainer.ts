@@ -104,12 +104,12 @@ function resolveConfig(c: TrainConfig): Required<TrainConfig> {
   return r;
 }
 
-/** Mean loss over `batches` batches of a fresh validation stream, without gradients. */
-export function evaluate(model: CausalLM, source: BatchSource, batches: number): number {
+/** Mean loss over `batches` batches of a fresh validation stream, without gradients; each batch's
+ *  tensors come from `scratch` (the training loop passes its own, so evaluations reuse its buffers). */
+export function evaluate(model: CausalLM, source: BatchSource, batches: number, scratch = new ScratchPool()): number {
   const was = model.training;
   model.eval();
   let total = 0;
-  const scratch = new ScratchPool();
   noGrad(() => {
     for (let i = 0; i < batches; i++) {
       total += scratch.run(() => {
@@ -223,7 +223,7 @@ export function train(run: TrainRun): TrainResult {
       lastLoss = loss;
       const m: StepMetrics = { step, loss, lr, gradNorm, tokensPerSec: tokens / ((performance.now() - ts) / 1000), elapsed: (performance.now() - t0) / 1000 };
       if (run.val && c.evalEvery > 0 && (step % c.evalEvery === 0 || step === c.steps)) {
-        valLoss = evaluate(model, run.val(), c.evalBatches);
+        valLoss = evaluate(model, run.val(), c.evalBatches, scratch);
         m.valLoss = valLoss;
         run.onEval?.(step, valLoss);
       }
